@@ -1,0 +1,76 @@
+"""Waveform -> normalised log-mel fbank, exactly as the original (REFERENCE 9.3), plus its augmentations."""
+
+from __future__ import annotations
+
+import torch
+
+# AudioSet fbank statistics from AudioMAE, used by the original for every dataset.
+FBANK_MEAN = -4.2677393
+FBANK_STD = 4.5689974
+# kaldi fbank needs at least one 25 ms window; shorter segments are zero-padded to this many samples.
+MIN_SAMPLES = 400
+
+
+def fbank(wave: torch.Tensor, num_mel_bins: int = 128, sample_rate: int = 16000) -> torch.Tensor:
+    """Kaldi fbank of a mono waveform ``(N,)``: ``(frames, num_mel_bins)``, 10 ms shift, 25 ms window."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    wave = wave.reshape(1, -1).float()
+    if wave.shape[1] < MIN_SAMPLES:
+        wave = torch.nn.functional.pad(wave, (0, MIN_SAMPLES - wave.shape[1]))
+    return kaldi.fbank(wave, htk_compat=True, sample_frequency=sample_rate, use_energy=False,
+                       window_type="hanning", num_mel_bins=num_mel_bins, dither=0.0, frame_shift=10)
+
+
+def pad_or_cut(feats: torch.Tensor, target_frames: int) -> torch.Tensor:
+    """Zero-pad at the end, or cut, to ``target_frames`` rows (padding happens before normalisation)."""
+    n = feats.shape[0]
+    if n < target_frames:
+        return torch.nn.functional.pad(feats, (0, 0, 0, target_frames - n))
+    return feats[:target_frames]
+
+
+def normalise(feats: torch.Tensor) -> torch.Tensor:
+    return (feats - FBANK_MEAN) / (2 * FBANK_STD)
+
+
+def random_gain(wave: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The original ``roll_mag_aug``: a gain drawn from Beta(10, 10) + 0.5 (its roll is a no-op on mono)."""
+    gain = torch.distributions.Beta(10.0, 10.0).sample() if generator is None else _beta(10.0, generator)
+    return wave * (gain + 0.5)
+
+
+def _beta(concentration: float, generator: torch.Generator) -> torch.Tensor:
+    # Beta(a, a) from two Gamma draws, seeded by our generator (torch.distributions takes no generator).
+    x = torch._standard_gamma(torch.full((2,), concentration), generator=generator)
+    return x[0] / x.sum()
+
+
+def spec_augment(feats: torch.Tensor, freqm: int, timem: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SpecAugment as torchaudio's Frequency/TimeMasking (one mask each, width uniform in [0, param)), value 0."""
+    feats = feats.clone()
+    for axis, param in ((1, freqm), (0, timem)):
+        if param <= 0:
+            continue
+        size = feats.shape[axis]
+        width = int(torch.rand((), generator=generator) * param)
+        start = int(torch.rand((), generator=generator) * (size - width))
+        if axis == 1:
+            feats[:, start:start + width] = 0
+        else:
+            feats[start:start + width, :] = 0
+    return feats
+
+
+def waveform_to_input(wave: torch.Tensor, target_frames: int, num_mel_bins: int, *, gain: bool = False,
+                      freqm: int = 0, timem: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The original's ``_wav2fbank`` then normalisation: mean removal, gain, fbank, pad/cut, SpecAugment,
+    normalise. Returns ``(1, target_frames, num_mel_bins)``."""
+    wave = wave.reshape(-1).float()
+    wave = wave - wave.mean() if wave.numel() else wave
+    if gain:
+        wave = random_gain(wave, generator)
+    feats = pad_or_cut(fbank(wave, num_mel_bins), target_frames)
+    if freqm or timem:
+        feats = spec_augment(feats, freqm, timem, generator)
+    return normalise(feats).unsqueeze(0)

@@ -1,0 +1,195 @@
+"""HiCMAEDataModule: manifests -> DataLoaders for pretraining and fine-tuning.
+
+Sizes: pass the model's input sizes (``img_size``, ``num_frames``, ``audio_frames``, ``mel_bins``) and,
+for pretraining masks, ``patch_size``, ``tubelet_size`` and the mask ratios; defaults are the base
+recipe (160 px, 16 frames, 256 x 128 fbank, patch 16, tubelet 2, masks 0.9 / 0.8). Every argument is a
+plain type so a LightningCLI YAML can set it.
+
+Folds: with a ``fold`` column in the manifest, ``fold=k`` trains on the rows with fold != k and
+validates / tests on fold == k (the same manifest may be given for all three).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from hicmae.data.datasets import ClipSpec, FinetuneDataset, PretrainDataset
+from hicmae.data.manifest import read_manifest
+from hicmae.data.mixup import VideoMixup
+from hicmae.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TASKS = ("pretrain", "classification", "multilabel", "regression")
+
+
+class HiCMAEDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        root: str | None = None,
+        task: str = "pretrain",
+        batch_size: int = 8,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        # sizes (from the model config)
+        img_size: int = 160,
+        num_frames: int = 16,
+        audio_frames: int = 256,
+        mel_bins: int = 128,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        video_mask_ratio: float = 0.9,
+        audio_mask_ratio: float = 0.8,
+        # sampling (REFERENCE 9.3 / 9.4)
+        sampling_rate: int = 4,
+        folder_fps: float = 25.0,
+        voxceleb2_crop: bool = False,
+        test_num_segment: int = 2,
+        test_num_crop: int = 2,
+        # augmentation (fine-tuning)
+        rand_augment: str | None = "rand-m7-n4-mstd0.5-inc1",
+        rrc_scale: tuple[float, float] = (0.08, 1.0),
+        rrc_ratio: tuple[float, float] = (0.75, 4 / 3),
+        flip_prob: float = 0.5,
+        erase_prob: float = 0.25,
+        gain_augment: bool = True,
+        freqm: int = 0,
+        timem: int = 0,
+        # Mixup / CutMix (classification only; 0 for both turns it off)
+        mixup_alpha: float = 0.8,
+        cutmix_alpha: float = 1.0,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+        mixup_mode: str = "batch",
+        label_smoothing: float = 0.1,
+        mix_audio: bool = False,
+        # labels and folds
+        class_names: list[str] | None = None,
+        target_columns: list[str] | None = None,
+        fold: int | None = None,
+        # bad input
+        on_bad_sample: str | None = None,
+        max_bad_fraction: float = 0.01,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
+        self.save_hyperparameters()
+        self.spec = ClipSpec(img_size=img_size, num_frames=num_frames, audio_frames=audio_frames, mel_bins=mel_bins,
+                             patch_size=patch_size, tubelet_size=tubelet_size, video_mask_ratio=video_mask_ratio,
+                             audio_mask_ratio=audio_mask_ratio, sampling_rate=sampling_rate, folder_fps=folder_fps)
+        self.spec.model_config()  # fail early on inconsistent sizes
+        # Default policy: long unlabeled pretraining runs skip bad clips; labelled fine-tuning raises.
+        self.on_bad_sample = on_bad_sample or ("skip" if task == "pretrain" else "raise")
+        self.train_dataset = self.val_dataset = self.test_dataset = None
+        self.class_names: list[str] | None = list(class_names) if class_names else None
+        self.target_names: list[str] | None = None
+
+    # ------------------------------------------------------------------ datasets
+    def _manifest(self, path, stage):
+        manifest = read_manifest(path, self.hparams.root, self.hparams.target_columns)
+        if self.hparams.fold is not None:
+            manifest = manifest.select_folds(exclude=[self.hparams.fold]) if stage == "train" else \
+                manifest.select_folds(include=[self.hparams.fold])
+        return manifest
+
+    def _dataset(self, path, mode):
+        h = self.hparams
+        common = dict(on_bad_sample=self.on_bad_sample, max_bad_fraction=h.max_bad_fraction, seed=h.seed)
+        manifest = self._manifest(path, mode)
+        if h.task == "pretrain":
+            return PretrainDataset(manifest, self.spec, voxceleb2_crop=h.voxceleb2_crop, gain_augment=h.gain_augment,
+                                   class_names=self.class_names, **common)
+        return FinetuneDataset(manifest, self.spec, task=h.task, mode=mode, class_names=self.class_names,
+                               rand_augment=h.rand_augment, rrc_scale=h.rrc_scale, rrc_ratio=h.rrc_ratio,
+                               flip_prob=h.flip_prob, erase_prob=h.erase_prob, gain_augment=h.gain_augment,
+                               freqm=h.freqm, timem=h.timem, test_num_segment=h.test_num_segment,
+                               test_num_crop=h.test_num_crop, **common)
+
+    def setup(self, stage: str | None = None) -> None:
+        h = self.hparams
+        if h.train_manifest and self.train_dataset is None:
+            self.train_dataset = self._dataset(h.train_manifest, "train")
+            self.class_names = self.class_names or getattr(self.train_dataset, "class_names", None)
+            self.target_names = getattr(self.train_dataset, "target_names", None)
+        if h.val_manifest and self.val_dataset is None:
+            self.val_dataset = self._dataset(h.val_manifest, "val")
+            self.class_names = self.class_names or getattr(self.val_dataset, "class_names", None)
+        if h.test_manifest and self.test_dataset is None:
+            self.test_dataset = self._dataset(h.test_manifest, "test")
+            self.class_names = self.class_names or getattr(self.test_dataset, "class_names", None)
+            self.target_names = self.target_names or getattr(self.test_dataset, "target_names", None)
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes (or regression targets) once ``setup`` has run."""
+        if self.hparams.task == "regression":
+            return len(self.target_names) if self.target_names else None
+        return len(self.class_names) if self.class_names else None
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        h = self.hparams
+        workers = h.num_workers
+        return DataLoader(dataset, batch_size=h.batch_size, shuffle=shuffle, drop_last=drop_last,
+                          num_workers=workers, pin_memory=h.pin_memory and _has_accelerator(),
+                          persistent_workers=h.persistent_workers and workers > 0,
+                          prefetch_factor=2 if workers > 0 else None)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise ConfigError("no train_manifest given")
+        # drop_last keeps Mixup's even batches and pretraining's equal batch sizes.
+        return self._loader(self.train_dataset, shuffle=True, drop_last=True)
+
+    def val_dataloader(self):
+        return [] if self.val_dataset is None else self._loader(self.val_dataset, shuffle=False, drop_last=False)
+
+    def test_dataloader(self):
+        if self.test_dataset is None:
+            raise ConfigError("no test_manifest given")
+        return self._loader(self.test_dataset, shuffle=False, drop_last=False)
+
+    def predict_dataloader(self):
+        return self.test_dataloader()
+
+    # ------------------------------------------------------------------ batch-level augmentation
+    @property
+    def mixup_fn(self) -> VideoMixup | None:
+        """Mixup/CutMix for training batches (classification / multi-label), or None when off.
+
+        The training module calls ``batch = dm.mixup_fn(batch)`` and uses soft-target cross-entropy.
+        """
+        h = self.hparams
+        if h.task not in ("classification", "multilabel") or (h.mixup_alpha <= 0 and h.cutmix_alpha <= 0):
+            return None
+        if not hasattr(self, "_mixup"):
+            if self.num_classes is None:
+                raise ConfigError("mixup_fn needs the classes: call setup() first")
+            self._mixup = VideoMixup(self.num_classes, h.mixup_alpha, h.cutmix_alpha, h.mixup_prob,
+                                     h.mixup_switch_prob, h.mixup_mode, h.label_smoothing, h.mix_audio,
+                                     multi_label=h.task == "multilabel")
+        return self._mixup
+
+    def bad_sample_counts(self) -> dict:
+        """Draws and skipped bad draws of the training set so far (shared across its workers)."""
+        ds = self.train_dataset
+        return {} if ds is None else {"draws": ds.policy.draws, "bad": ds.policy.bad}
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+__all__ = ["HiCMAEDataModule"]

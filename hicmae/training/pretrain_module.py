@@ -1,0 +1,121 @@
+"""Self-supervised pretraining of HiCMAE as a LightningModule (REFERENCE.md 11.1)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hicmae.losses import pretrain_losses
+from hicmae.masking import pretrain_masks
+from hicmae.models import HiCMAEPretrain, PretrainOutput
+from hicmae.training.base import ScheduledModule, check_finite, model_config
+from hicmae.training.optim import PRETRAIN_NO_DECAY, pretrain_param_groups
+
+log = logging.getLogger(__name__)
+
+
+class PretrainModule(ScheduledModule):
+    """Masked audio-visual autoencoding with hierarchical contrast.
+
+    Args:
+        model_preset: ``tiny`` | ``small`` | ``base``.
+        model_overrides: any :class:`~hicmae.models.ModelConfig` field, e.g. ``{img_size: 64}``.
+        base_lr, min_lr: before scaling by global batch / 256 (the original's rule).
+        warmup_epochs: linear warm-up from 0; ``warmup_steps`` overrides it.
+        weight_decay, betas: AdamW; 1-D params, biases and the video mask token are not decayed.
+        global_batch_size: for lr scaling; default per-device batch x devices x nodes x accumulation.
+        contrastive_gather: negatives from the global batch (all-gather with gradients) instead of the local one.
+        probe_num_classes: classes of the online linear probe; ``None`` takes the data module's
+            ``num_classes`` when its batches carry labels, 0 turns the probe off.
+        probe_lr: constant lr of the probe (it trains on detached features, so it never affects the backbone).
+        fused_attn, grad_checkpointing: passed to the model.
+    """
+
+    def __init__(self, model_preset: str = "base", model_overrides: dict | None = None, base_lr: float = 3e-4,
+                 min_lr: float = 1e-5, warmup_epochs: float = 5.0, warmup_steps: int | None = None,
+                 weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.95),
+                 global_batch_size: int | None = None, contrastive_gather: bool = False,
+                 probe_num_classes: int | None = None, probe_lr: float = 1e-3, fused_attn: bool = True,
+                 grad_checkpointing: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = model_config(model_preset, model_overrides)
+        self.model = HiCMAEPretrain(self.config, fused_attn=fused_attn, grad_checkpointing=grad_checkpointing)
+        self.probe: nn.Module | None = None
+        if probe_num_classes:
+            self._build_probe(probe_num_classes)
+
+    def _build_probe(self, num_classes: int) -> None:
+        self.probe = nn.Linear(self.config.video_dim + self.config.audio_dim, num_classes)
+        self.hparams.probe_num_classes = num_classes
+
+    def setup(self, stage: str) -> None:
+        if self.probe is None and self.hparams.probe_num_classes is None:
+            dm = getattr(self.trainer, "datamodule", None)
+            num_classes = getattr(dm, "num_classes", None) if dm is not None else None
+            if num_classes:
+                self._build_probe(int(num_classes))
+                log.info("online linear probe over %d classes", num_classes)
+
+    def forward(self, video, video_mask, audio, audio_mask) -> PretrainOutput:
+        return self.model(video, video_mask, audio, audio_mask)
+
+    def param_groups(self) -> list[dict]:
+        groups = pretrain_param_groups(self.model, self.hparams.weight_decay, PRETRAIN_NO_DECAY)
+        if self.probe is not None:
+            # Own constant lr, no weight decay (solo-learn's online classifier).
+            groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lr_scale": 1.0,
+                           "fixed_lr": self.hparams.probe_lr, "name": "probe"})
+        return groups
+
+    def _masks(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if "video_mask" in batch and "audio_mask" in batch:
+            return batch["video_mask"].bool(), batch["audio_mask"].bool()
+        video_mask, audio_mask = pretrain_masks(self.config, batch=batch["video"].shape[0])
+        return video_mask.to(self.device), audio_mask.to(self.device)
+
+    def _step(self, batch: dict) -> tuple[dict[str, torch.Tensor], PretrainOutput, tuple]:
+        video, audio = batch["video"], batch["audio"]
+        video_mask, audio_mask = self._masks(batch)
+        outputs = self.model(video, video_mask, audio, audio_mask)
+        terms = pretrain_losses(outputs, video, audio, video_mask, audio_mask, self.config,
+                                contrastive_gather=self.hparams.contrastive_gather)
+        return terms, outputs, (video_mask, audio_mask)
+
+    def _probe_terms(self, batch: dict, outputs: PretrainOutput) -> dict[str, torch.Tensor]:
+        if self.probe is None or "label" not in batch or batch["label"].ndim != 1:
+            return {}
+        features = torch.cat([outputs.video_embeddings[-1], outputs.audio_embeddings[-1]], dim=-1).detach().float()
+        logits = self.probe(features)
+        labels = batch["label"].long()
+        return {"probe_loss": F.cross_entropy(logits, labels),
+                "probe_acc": (logits.argmax(-1) == labels).float().mean()}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        terms, outputs, _ = self._step(batch)
+        check_finite(self.global_step, terms)
+        probe = self._probe_terms(batch, outputs)
+        batch_size = batch["video"].shape[0]
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=True,
+                      prog_bar=False, batch_size=batch_size, sync_dist=False)
+        self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        if probe:
+            self.log_dict({f"train/{k}": v.detach() for k, v in probe.items()}, on_step=False, on_epoch=True,
+                          batch_size=batch_size, sync_dist=True)
+        self.log_throughput(batch_size)
+        return terms["loss"] + probe.get("probe_loss", 0.0)
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        terms, outputs, _ = self._step(batch)
+        probe = self._probe_terms(batch, outputs)
+        self.log_dict({f"val/{k}": v for k, v in {**terms, **probe}.items()}, on_epoch=True,
+                      batch_size=batch["video"].shape[0], sync_dist=True)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        terms, outputs, _ = self._step(batch)
+        probe = self._probe_terms(batch, outputs)
+        self.log_dict({f"test/{k}": v for k, v in {**terms, **probe}.items()}, on_epoch=True,
+                      batch_size=batch["video"].shape[0], sync_dist=True)

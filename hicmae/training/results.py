@@ -1,0 +1,67 @@
+"""Test results on disk: per-clip predictions (CSV), metrics (JSON), confusion matrix (PNG)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def write_results(out_dir: str | Path, merged: dict, metrics: dict, *, task: str, class_names: list[str] | None,
+                  num_classes: int, selection: str) -> dict[str, Path]:
+    """Writes ``predictions.csv``, ``metrics.json`` and, for classification, ``confusion_matrix.png``."""
+    import pandas as pd
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scores, targets = merged["scores"].cpu(), merged["targets"].cpu()
+    names = list(class_names) if class_names and len(class_names) == scores.shape[1] else \
+        [str(i) for i in range(scores.shape[1])]
+    table = {"index": merged["index"].cpu().tolist(), "num_views": merged["num_views"].cpu().long().tolist()}
+    if task == "classification":
+        table["target"] = [names[int(t)] for t in targets.reshape(-1)]
+        table["prediction"] = [names[int(p)] for p in scores.argmax(-1)]
+        table.update({f"p_{n}": scores[:, i].tolist() for i, n in enumerate(names)})
+    else:
+        table.update({f"target_{n}": targets[:, i].tolist() for i, n in enumerate(names)})
+        table.update({f"pred_{n}": scores[:, i].tolist() for i, n in enumerate(names)})
+    paths = {"predictions": out / "predictions.csv", "metrics": out / "metrics.json"}
+    pd.DataFrame(table).to_csv(paths["predictions"], index=False)
+    payload = {"task": task, "num_clips": int(scores.shape[0]), "model_selection": selection,
+               "metrics": {k: float(v) for k, v in metrics.items()}}
+    paths["metrics"].write_text(json.dumps(payload, indent=2) + "\n")
+    if task == "classification":
+        from hicmae.training.metrics import confusion_matrix
+
+        cm = confusion_matrix(scores, targets, num_classes)
+        paths["confusion_matrix"] = out / "confusion_matrix.png"
+        plot_confusion(cm, names, paths["confusion_matrix"])
+    log.info("wrote test results to %s", out)
+    return paths
+
+
+def plot_confusion(cm: torch.Tensor, names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = cm.cpu().float()
+    rows = cm / cm.sum(dim=1, keepdim=True).clamp_min(1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(names), 1.0 + 0.6 * len(names)))
+    ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if rows[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,93 @@
+"""Check every row of a manifest the way training opens it, before a long run finds the bad ones.
+
+Each row is loaded as a sample (frames and audio decoded, fbank computed), then the clip's last frame
+and the whole audio are decoded too, so a file truncated anywhere is reported. Rows that the pipeline
+fixes (stereo, other sample rates, grayscale frames, clips shorter than needed) count as good.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from dataclasses import replace
+
+from hicmae.data.datasets import ClipSpec, FinetuneDataset, PretrainDataset
+from hicmae.data.manifest import Manifest, encode_labels, class_names_of, read_manifest
+from hicmae.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_DATASET = None  # the dataset a validation worker checks rows of (set by the pool initialiser)
+
+
+def _init(dataset) -> None:
+    global _DATASET
+    _DATASET = dataset
+
+
+def _check(index: int) -> dict:
+    row = _DATASET.manifest.rows[index]
+    result = {"row": index, "video": row.video, "audio": row.audio, "ok": True, "error": None}
+    try:
+        label_error = getattr(_DATASET, "label_errors", {}).get(index)
+        if label_error:
+            raise label_error
+        _DATASET.check(index)
+    except DataError as err:
+        result.update(ok=False, error=str(err))
+    except Exception as err:  # anything unexpected still names the row instead of killing the run
+        result.update(ok=False, error=f"{row.video}: unexpected {type(err).__name__}: {err}")
+    return result
+
+
+def validate_manifest(manifest_path: str, root: str | None = None, task: str = "pretrain", workers: int = 1,
+                      spec: ClipSpec | None = None, class_names: list[str] | None = None,
+                      target_columns: list[str] | None = None) -> list[dict]:
+    """One ``{"row", "video", "audio", "ok", "error"}`` dict per manifest row (``row`` is 0-based).
+
+    Manifest-level problems (missing file or columns) raise DataError.
+    """
+    manifest = read_manifest(manifest_path, root, target_columns)
+    spec = spec or ClipSpec()
+    label_errors = _label_errors(manifest, task, class_names)
+    if task == "pretrain":
+        dataset = PretrainDataset(_with_safe_labels(manifest, label_errors), spec, on_bad_sample="raise",
+                                  class_names=class_names)
+    else:
+        names = None if task == "regression" else (class_names or class_names_of(manifest))
+        dataset = FinetuneDataset(_with_safe_labels(manifest, label_errors), spec, task=task, mode="val",
+                                  class_names=names, on_bad_sample="raise")
+    dataset.manifest = manifest
+    dataset.label_errors = label_errors
+    indices = range(len(manifest))
+    if workers <= 1:
+        _init(dataset)
+        return [_check(i) for i in indices]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers, initializer=_init, initargs=(dataset,)) as pool:
+        return pool.map(_check, indices, chunksize=4)
+
+
+def _label_errors(manifest: Manifest, task: str, class_names) -> dict[int, DataError]:
+    """Per-row label problems (unknown class, non-numeric target), so one bad label names its row."""
+    if task == "pretrain":
+        return {}
+    names = None if task == "regression" else (class_names or class_names_of(manifest))
+    errors = {}
+    for i, row in enumerate(manifest.rows):
+        try:
+            encode_labels(Manifest(manifest.path, [row], manifest.label_columns), task, names)
+        except DataError as err:
+            errors[i] = DataError(row.video, err.reason)
+    return errors
+
+
+def _with_safe_labels(manifest: Manifest, label_errors: dict) -> Manifest:
+    """A copy whose bad-label rows borrow a good row's labels, so the dataset can be built at all."""
+    if not label_errors:
+        return manifest
+    good = next((r for i, r in enumerate(manifest.rows) if i not in label_errors), None)
+    if good is None:
+        raise DataError(manifest.path, f"no row has a valid label; first problem: {next(iter(label_errors.values()))}")
+    rows = [replace(r, labels=good.labels) if i in label_errors else r for i, r in enumerate(manifest.rows)]
+    return Manifest(manifest.path, rows, manifest.label_columns)

@@ -48,7 +48,11 @@ class ScheduledModule(pl.LightningModule):
         if self.hparams.get("global_batch_size"):
             return int(self.hparams.global_batch_size)
         trainer = self.trainer
+        if trainer.train_dataloader is None:
+            trainer.fit_loop.setup_data()
         loader = trainer.train_dataloader
+        if hasattr(loader, "flattened"):  # Lightning's CombinedLoader around the user's DataLoader(s)
+            loader = loader.flattened[0]
         per_device = getattr(loader, "batch_size", None)
         if per_device is None:
             raise ConfigError("cannot infer the per-device batch size from the train dataloader; "

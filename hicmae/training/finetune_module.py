@@ -71,7 +71,8 @@ class FinetuneModule(ScheduledModule):
         self.model: HiCMAEClassifier | None = None
         self.val_merger = ViewMerger(task)
         self.test_merger = ViewMerger(task)
-        self.class_names: list[str] | None = None
+        # Names of the classes (or regression dimensions) for the results files.
+        self.class_names: list[str] | None = list(target_names) if target_names else None
         self.last_test_results: dict | None = None
         if num_classes is not None:
             self._build(num_classes)
@@ -101,9 +102,12 @@ class FinetuneModule(ScheduledModule):
             if not num_classes:
                 raise ConfigError("model.num_classes is not set and the data module does not provide num_classes")
             self._build(int(num_classes))
-        names = getattr(dm, "class_names", None)
+        regression = self.hparams.task == "regression"
+        names = getattr(dm, "target_names" if regression else "class_names", None)
         if names:
             self.class_names = list(names)
+            if regression and not self.hparams.target_names:
+                self.hparams.target_names = list(names)
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.linear_probe:  # frozen backbone: no drop path, no dropout; only the head's BN trains
@@ -136,7 +140,7 @@ class FinetuneModule(ScheduledModule):
 
     def _mix(self, batch: dict) -> dict:
         dm = getattr(self.trainer, "datamodule", None)
-        fn = getattr(dm, "mixup_fn", None) if self.hparams.mixup and self.hparams.task == "classification" else None
+        fn = getattr(dm, "mixup_fn", None) if self.hparams.mixup and self.hparams.task != "regression" else None
         return fn(batch) if callable(fn) else batch
 
     # ------------------------------------------------------------------ steps
@@ -203,10 +207,14 @@ class FinetuneModule(ScheduledModule):
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "results"
 
     def _selection_note(self) -> str:
+        """How the evaluated weights were chosen, so a reader knows whether test data took part."""
         dm = getattr(self.trainer, "datamodule", None)
-        has_val = getattr(dm, "has_validation_split", None)
-        if has_val is False:
-            return "selected on test (no validation split: the original's behaviour)"
-        if has_val:
-            return "selected on validation"
-        return "unknown"
+        h = getattr(dm, "hparams", {})
+        val, test = h.get("val_manifest"), h.get("test_manifest")
+        ckpt = getattr(self.trainer, "ckpt_path", None)
+        if not val:
+            return f"no validation split; weights: {ckpt or 'last epoch'}"
+        if val == test:
+            return ("selected on test: the validation split is the test split (the original's behaviour); "
+                    f"weights: {ckpt or 'as given'}")
+        return f"selected on validation; weights: {ckpt or 'as given'}"

@@ -204,7 +204,9 @@ class FinetuneModule(ScheduledModule):
     def _results_dir(self) -> Path:
         if self.hparams.results_dir:
             return Path(self.hparams.results_dir)
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "results"
+        ckpt = getattr(self.trainer, "ckpt_path", None)
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "results" / (Path(ckpt).stem if ckpt
+                                                                                           else "final")
 
     def _selection_note(self) -> str:
         """How the evaluated weights were chosen, so a reader knows whether test data took part."""

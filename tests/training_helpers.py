@@ -45,3 +45,26 @@ class SyntheticClips(Dataset):
 
 def loader(dataset: Dataset, batch_size: int = 4, shuffle: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=0)
+
+
+def make_tiny_demo(out_dir, num_clips: int = 12, num_classes: int = 3):
+    """Real demo files (H.264 + AAC mp4 and wav) sized for TINY: 32 px, 1 s."""
+    from hicmae.data import make_demo_data
+
+    return make_demo_data(out_dir, num_clips=num_clips, num_classes=num_classes, size=32, seconds=1.0, num_folds=2,
+                          workers=1)
+
+
+def tiny_datamodule(root, task: str = "classification", **kw):
+    from hicmae.data import HiCMAEDataModule
+
+    c = tiny_config()
+    manifest = str(root / ("pretrain.csv" if task == "pretrain" else "finetune.csv"))
+    args = dict(train_manifest=manifest, task=task, batch_size=4, num_workers=0, img_size=c.img_size,
+                num_frames=c.num_frames, audio_frames=c.audio_size[0], mel_bins=c.audio_size[1],
+                video_mask_ratio=c.video_mask_ratio, audio_mask_ratio=c.audio_mask_ratio, sampling_rate=2,
+                rand_augment=None)
+    if task != "pretrain":
+        args.update(test_manifest=manifest, test_num_segment=2, test_num_crop=1)
+    args.update(kw)
+    return HiCMAEDataModule(**args)

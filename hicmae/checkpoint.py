@@ -35,7 +35,8 @@ _PREFIXES: tuple[tuple[str, str], ...] = (
 )
 _EXACT = {"mask_token": "video_branch.mask_token", "mask_token_audio": "audio_branch.mask_token"}
 # What the original fine-tuning model does not use from a pretraining checkpoint.
-_PRETRAIN_ONLY = ("mask_token", "mask_token_audio", "encoder_to_decoder", "decoder")
+_PRETRAIN_ONLY = {"mask_token", "mask_token_audio", "encoder_to_decoder", "encoder_to_decoder_audio", "decoder",
+                  "decoder_audio"}
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 

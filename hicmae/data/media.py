@@ -51,7 +51,7 @@ class DecordVideo(VideoClip):
             self._reader = decord.VideoReader(path, num_threads=1)
             n = len(self._reader)
         except Exception as exc:  # decord raises its own DECORDError / RuntimeError types
-            raise DataError(path, f"cannot open video ({_short(exc)})") from None
+            raise DataError(path, f"cannot open as a video: truncated, corrupt or not a video file ({_short(exc)})") from None
         if n == 0:
             raise DataError(path, "video has no frames")
         self._n = n
@@ -173,8 +173,8 @@ def audio_duration(path: str) -> float:
 
 
 def _cut(wave: np.ndarray, rate: int, start: float, end: float | None) -> np.ndarray:
-    lo = max(int(start * rate), 0)
-    hi = len(wave) if end is None else max(int(end * rate), lo)
+    lo = max(round(start * rate), 0)
+    hi = len(wave) if end is None else max(round(end * rate), lo)
     return wave[lo:hi]
 
 
@@ -184,8 +184,8 @@ def _read_soundfile(path: str, start: float, end: float | None) -> tuple[np.ndar
     try:
         with sf.SoundFile(path) as f:
             rate = f.samplerate
-            lo = min(max(int(start * rate), 0), f.frames)
-            hi = f.frames if end is None else min(max(int(end * rate), lo), f.frames)
+            lo = min(max(round(start * rate), 0), f.frames)
+            hi = f.frames if end is None else min(max(round(end * rate), lo), f.frames)
             f.seek(lo)
             data = f.read(hi - lo, dtype="float32", always_2d=True)
     except Exception as exc:

@@ -7,6 +7,7 @@ allow-list (the original stores its argparse ``Namespace`` under ``args``), or s
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -164,3 +165,79 @@ def load_original_checkpoint(path: str | os.PathLike) -> dict:
     if isinstance(out.get("args"), argparse.Namespace):
         out["args"] = vars(out["args"])
     return out
+
+
+# ---------------------------------------------------------------------------------------------- releases
+RELEASE_FORMAT = "hicmae-release/1"
+
+
+def save_release(model: nn.Module, path: str | os.PathLike, **metadata: object) -> Path:
+    """Write ``model`` as one ``.safetensors`` file that :func:`load_release` rebuilds anywhere.
+
+    The header carries the format, the model kind, its :class:`ModelConfig` and, for a classifier, the
+    number of outputs and modalities; ``metadata`` adds JSON-serialisable extras (class names, the
+    training recipe, a licence...). The file is written atomically.
+    """
+    from safetensors.torch import save_file
+
+    from hicmae.models import HiCMAEPretrain
+
+    if isinstance(model, HiCMAEClassifier):
+        header = {"kind": "classifier", "num_classes": model.num_classes, "modalities": list(model.modalities),
+                  "head_activation": _activation_name(model)}
+    elif isinstance(model, HiCMAEPretrain):
+        header = {"kind": "pretrain"}
+    else:
+        raise TypeError(f"save_release takes a HiCMAEPretrain or HiCMAEClassifier, not {type(model).__name__}")
+    header.update(format=RELEASE_FORMAT, config=model.config.to_dict(), metadata=metadata)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(tmp), metadata={"hicmae": json.dumps(header)})
+    os.replace(tmp, path)
+    return path
+
+
+def _activation_name(model: HiCMAEClassifier) -> str | None:
+    name = type(model.head_activation).__name__.lower()
+    return None if name == "identity" else name
+
+
+def read_release(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """The weights and the header (kind, config, ...) of a release file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("hicmae")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(path, f"not a safetensors file ({str(exc)[:200]})") from None
+    if raw is None:
+        raise CheckpointError(path, "a safetensors file without a hicmae header: not a hicmae release")
+    header = json.loads(raw)
+    if header.get("format") != RELEASE_FORMAT:
+        raise CheckpointError(path, f"unsupported release format {header.get('format')!r} (expected {RELEASE_FORMAT})")
+    return state, header
+
+
+def load_release(path: str | os.PathLike, **model_kwargs: object) -> nn.Module:
+    """Rebuild the model saved by :func:`save_release` (``model_kwargs``: e.g. ``fused_attn=False``)."""
+    from hicmae.models import HiCMAEPretrain, ModelConfig
+
+    state, header = read_release(path)
+    config = ModelConfig(**header["config"])
+    if header["kind"] == "classifier":
+        model = HiCMAEClassifier(config, header["num_classes"], header["modalities"],
+                                 head_activation=header.get("head_activation"), **model_kwargs)
+    else:
+        model = HiCMAEPretrain(config, **model_kwargs)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(path, f"weights do not fit the model its header describes: {str(exc)[:300]}") from None
+    return model.eval()

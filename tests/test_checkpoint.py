@@ -109,3 +109,38 @@ def test_checkpoint_without_weights_and_missing_file(tmp_path):
         load_original_checkpoint(tmp_path / "empty.pth")
     with pytest.raises(CheckpointError, match="file not found"):
         load_original_checkpoint(tmp_path / "absent.pth")
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "classifier", "audio-only"])
+def test_release_round_trip_rebuilds_the_same_model(tmp_path, kind):
+    from hicmae.checkpoint import load_release, read_release, save_release
+
+    torch.manual_seed(0)
+    model = {"pretrain": lambda: HiCMAEPretrain(CONFIG),
+             "classifier": lambda: HiCMAEClassifier(CONFIG, 5, head_activation="tanh"),
+             "audio-only": lambda: HiCMAEClassifier(CONFIG, 3, modalities=("audio",))}[kind]().eval()
+    path = save_release(model, tmp_path / "rel" / "model.safetensors", class_names=["a", "b", "c", "d", "e"])
+    loaded = load_release(path)
+    assert type(loaded) is type(model) and loaded.config == model.config
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    _, header = read_release(path)
+    assert header["metadata"]["class_names"][0] == "a" and header["kind"] in ("pretrain", "classifier")
+    if kind != "pretrain":
+        audio = torch.randn(2, 1, 32, 32)
+        video = torch.randn(2, 3, 4, 32, 32)
+        torch.testing.assert_close(loaded(video=video, audio=audio), model(video=video, audio=audio))
+    assert not list(tmp_path.joinpath("rel").glob(".*tmp"))  # no temporary file left behind
+
+
+def test_safetensors_without_header_is_not_a_release(tmp_path):
+    from safetensors.torch import save_file
+
+    from hicmae.checkpoint import load_release
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(CheckpointError, match="not a hicmae release"):
+        load_release(tmp_path / "plain.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_release(tmp_path / "junk.safetensors")

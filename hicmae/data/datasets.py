@@ -56,6 +56,18 @@ class ClipSpec:
                    video_mask_ratio=config.video_mask_ratio, audio_mask_ratio=config.audio_mask_ratio, **kwargs)
 
 
+class _closing_on_error:
+    def __init__(self, clip):
+        self.clip = clip
+
+    def __enter__(self):
+        return self.clip
+
+    def __exit__(self, exc_type, *rest):
+        if exc_type is not None:
+            self.clip.close()
+
+
 class _ClipDataset(Dataset):
     def __init__(self, manifest: Manifest, spec: ClipSpec, *, on_bad_sample: str, max_bad_fraction: float,
                  seed: int):
@@ -101,11 +113,12 @@ class _ClipDataset(Dataset):
         n = len(clip)
         if row.start is None and row.end is None:
             return clip, 0, n
-        starts = clip.timestamps(range(n))[:, 0]
-        lo = int(np.searchsorted(starts, row.start or 0.0, side="left"))
-        hi = n if row.end is None else int(np.searchsorted(starts, row.end, side="left"))
-        if hi <= lo:
-            raise DataError(row.video, f"no frames between start={row.start} and end={row.end} s")
+        with _closing_on_error(clip):
+            starts = clip.timestamps(range(n))[:, 0]
+            lo = int(np.searchsorted(starts, row.start or 0.0, side="left"))
+            hi = n if row.end is None else int(np.searchsorted(starts, row.end, side="left"))
+            if hi <= lo:
+                raise DataError(row.video, f"no frames between start={row.start} and end={row.end} s")
         return clip, lo, hi - lo
 
     def _audio_path(self, row: Row) -> str:
@@ -117,7 +130,8 @@ class _ClipDataset(Dataset):
         self.load(index, seed=0)
         row = self.manifest.rows[index]
         clip, first, count = self._open(row)
-        clip.frames([first + count - 1])
+        with clip:
+            clip.frames([first + count - 1])
         if os.path.isdir(row.video) and row.audio is None:
             raise DataError(row.video, "a frame folder needs an 'audio' file")
         load_audio(self._audio_path(row), start=row.start or 0.0, end=row.end)
@@ -142,12 +156,17 @@ class PretrainDataset(_ClipDataset):
         return len(self.manifest)
 
     def load(self, index: int, seed: int) -> dict:
-        from hicmae.masking import pretrain_masks
-
-        spec, row = self.spec, self.manifest.rows[index]
+        row = self.manifest.rows[index]
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(seed % 2**63)
         clip, first, count = self._open(row)
+        with clip:
+            return self._load(index, row, clip, first, count, rng, gen)
+
+    def _load(self, index, row, clip, first, count, rng, gen) -> dict:
+        from hicmae.masking import pretrain_masks
+
+        spec = self.spec
         idx = first + S.pretrain_indices(count, spec.num_frames, spec.sampling_rate, rng)
         frames = clip.frames(idx)
         a, b = S.pretrain_audio_frames(idx - first, spec.sampling_rate, count)
@@ -210,6 +229,11 @@ class FinetuneDataset(_ClipDataset):
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(seed % 2**63)
         clip, first, count = self._open(row)
+        with clip:
+            return self._load(row_index, view, row, clip, first, count, rng, gen)
+
+    def _load(self, row_index, view, row, clip, first, count, rng, gen) -> dict:
+        spec = self.spec
         if self.mode == "test":
             segment = view // self.test_num_crop
             rel = S.test_views(count, spec.num_frames, spec.sampling_rate, self.test_num_segment)[segment]

@@ -40,6 +40,16 @@ class VideoClip:
         """(k, H, W, 3) uint8 RGB."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release the decoder now. A decord reader still alive when a DataLoader forks its workers
+        (e.g. kept by a traceback) crashes the worker that frees it, so readers never outlive a sample."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class DecordVideo(VideoClip):
     def __init__(self, path: str):
@@ -58,6 +68,9 @@ class DecordVideo(VideoClip):
 
     def __len__(self) -> int:
         return self._n
+
+    def close(self) -> None:
+        self._reader = None
 
     def timestamps(self, indices) -> np.ndarray:
         try:

@@ -1,0 +1,117 @@
+"""Manifests (ours and the original lists), the validate CLI and demo-data generation."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hicmae.cli import main
+from hicmae.data.demo import make_demo_data
+from hicmae.data.manifest import class_names_of, encode_labels, read_manifest
+from hicmae.data.media import load_audio, open_video
+from hicmae.errors import DataError
+
+from conftest import write_csv
+
+SPLITS = Path("/work/shared/original_splits")
+
+
+def test_csv_manifest_relative_paths_folds_and_ranges(tmp_path):
+    path = write_csv(tmp_path / "m.csv", ["video", "audio", "label", "start", "end", "fold"],
+                     [("a/x.mp4", "", "sad", 0.5, 2.0, 1), ("/abs/y.mp4", "w.wav", "happy", "", "", 0)])
+    m = read_manifest(path, root="/data")
+    assert m.rows[0].video == "/data/a/x.mp4" and m.rows[0].audio is None
+    assert (m.rows[0].start, m.rows[0].end, m.rows[0].fold) == (0.5, 2.0, 1)
+    assert m.rows[1].video == "/abs/y.mp4" and m.rows[1].audio == "/data/w.wav"
+    assert class_names_of(m) == ["happy", "sad"] and encode_labels(m, "classification") == [1, 0]
+    assert [r.fold for r in m.select_folds(exclude=[1]).rows] == [0]
+    assert read_manifest(path).rows[0].video == str(tmp_path / "a" / "x.mp4")  # default root: its folder
+
+
+def test_regression_columns_named_by_user(tmp_path):
+    path = write_csv(tmp_path / "r.csv", ["video", "arousal", "valence", "dominance"], [("x.mp4", 0.1, -0.2, 1.5)])
+    m = read_manifest(path)
+    assert m.label_columns == ["arousal", "valence", "dominance"]
+    np.testing.assert_allclose(encode_labels(m, "regression")[0], [0.1, -0.2, 1.5])
+    m = read_manifest(path, target_columns=["valence"])
+    np.testing.assert_allclose(encode_labels(m, "regression")[0], [-0.2])
+
+
+def test_manifest_errors_name_file_and_problem(tmp_path):
+    with pytest.raises(DataError, match="missing column 'video'"):
+        read_manifest(write_csv(tmp_path / "a.csv", ["path", "label"], [("x.mp4", 1)]))
+    m = read_manifest(write_csv(tmp_path / "b.csv", ["video", "label"], [("x.mp4", "joy"), ("y.mp4", "rage")]))
+    with pytest.raises(DataError, match="line 3: unknown label 'rage'"):
+        encode_labels(m, "classification", ["joy", "sad"])
+    with pytest.raises(DataError, match="does not exist"):
+        read_manifest(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("split", sorted(SPLITS.glob("*/audio_visual/split01/train.csv")))
+def test_original_space_separated_lists(split):
+    m = read_manifest(split, root="/")
+    assert len(m) > 100 and all(r.audio.endswith(".wav") for r in m.rows)
+    labels = encode_labels(m, "classification")
+    assert min(labels) == 0 and max(labels) >= 5
+
+
+def test_original_pretraining_list(tmp_path):
+    (tmp_path / "p.txt").write_text("/vox/id1/a.mp4 0\n/vox/id2/b.mp4 0\n")
+    m = read_manifest(tmp_path / "p.txt")
+    assert [r.video for r in m.rows] == ["/vox/id1/a.mp4", "/vox/id2/b.mp4"] and m.rows[0].audio is None
+
+
+def test_validate_cli_reports_bad_rows(media, tmp_path, capsys):
+    rows = [(media.video, media.wav, "a"), (media.frames_gray, media.stereo_44k, "a"),
+            (media.short_video, media.short_wav, "b"), (media.missing, media.wav, "a"),
+            (media.truncated, media.wav, "b"), (media.silent_video, "", "a"), (media.empty_folder, media.wav, "b"),
+            (media.video, media.wav, "zzz")]
+    path = write_csv(tmp_path / "m.csv", ["video", "audio", "label"], rows)
+    assert main(["validate", path, "--task", "classification", "--classes", "a,b", "--workers", "2"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "8 rows checked: 3 good, 5 bad"
+    assert out[0].startswith(f"{media.missing}: file does not exist")
+    assert any(line.startswith(str(media.silent_video)) and "no audio track" in line for line in out)
+    assert any("unknown label 'zzz'" in line for line in out)
+    assert main(["validate", path, "--json", "--task", "classification", "--classes", "a,b"]) == 1
+    results = json.loads(capsys.readouterr().out)
+    assert [r["ok"] for r in results] == [True, True, True, False, False, False, False, False]
+    assert set(results[0]) == {"row", "video", "audio", "ok", "error"}
+    good = write_csv(tmp_path / "g.csv", ["video", "audio"], [r[:2] for r in rows[:3]])
+    assert main(["validate", good]) == 0
+
+
+def test_make_demo_data_is_deterministic_and_decodable(tmp_path):
+    a = make_demo_data(tmp_path / "a", num_clips=6, seed=3, num_classes=3, size=32, seconds=1.0, workers=1)
+    assert main(["make-demo-data", str(tmp_path / "b"), "--num-clips", "6", "--seed", "3", "--num-classes", "3",
+                 "--size", "32", "--seconds", "1.0", "--workers", "1"]) == 0
+    b = tmp_path / "b"
+    for name in ("pretrain.csv", "finetune.csv", "regression.csv", "clips/clip_0004.wav"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    m = read_manifest(a / "finetune.csv")
+    assert len(m) == 6 and {r.fold for r in m.rows} == {0, 1} and class_names_of(m) == ["anger", "disgust", "fear"]
+    clip = open_video(m.rows[0].video)
+    assert len(clip) == 25 and clip.frames([0, 24]).shape == (2, 32, 32, 3)
+    assert load_audio(m.rows[0].video).numel() >= 16000  # the mp4 carries its AAC track too
+    assert np.array_equal(open_video(str(a / "clips/clip_0001.mp4")).frames([3]),
+                          open_video(str(b / "clips/clip_0001.mp4")).frames([3]))
+
+
+@pytest.mark.slow
+def test_demo_classes_are_separable_from_each_modality(tmp_path):
+    """Crude per-clip features (mean colour; mean fbank) + nearest centroid beat chance clearly."""
+    from hicmae.data.audio import fbank
+
+    root = make_demo_data(tmp_path, num_clips=60, seed=0, size=32, seconds=1.0)
+    m = read_manifest(root / "finetune.csv")
+    y = np.array(encode_labels(m, "classification"))
+    vis = np.stack([open_video(r.video).frames([0, 12]).reshape(-1, 3).mean(0) for r in m.rows])
+    aud = np.stack([fbank(load_audio(r.audio)).mean(0).numpy() for r in m.rows])
+    train, test = np.arange(60) < 36, np.arange(60) >= 36
+    for x in (vis, aud):
+        x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+        centroids = np.stack([x[train & (y == c)].mean(0) for c in range(6)])
+        pred = ((x[test, None] - centroids[None]) ** 2).sum(-1).argmin(1)
+        assert (pred == y[test]).mean() > 0.5  # chance is 1/6

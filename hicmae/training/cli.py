@@ -19,6 +19,7 @@ from hicmae.training.base import model_config
 from hicmae.training.callbacks import AtomicCheckpoint, BadSampleMonitor
 from hicmae.training.finetune_module import FinetuneModule
 from hicmae.training.pretrain_module import PretrainModule
+from hicmae.training.resumable import ResumableData
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class HiCMAECLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
-        extra = [BadSampleMonitor()]
+        seed = self.config[self.subcommand]["seed_everything"] if self.subcommand else self.config["seed_everything"]
+        extra = [BadSampleMonitor(), ResumableData(seed=int(seed) if isinstance(seed, int) else 0)]
         if trainer.checkpoint_callback is None or type(trainer.checkpoint_callback) is ModelCheckpoint:
             # Replace Lightning's default (non-atomic, per-version folder) checkpointing by ours.
             trainer.callbacks = [cb for cb in trainer.callbacks if type(cb) is not ModelCheckpoint]

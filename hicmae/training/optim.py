@@ -107,6 +107,15 @@ class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
         self.peak_lr, self.min_lr = float(peak_lr), float(min_lr)
         super().__init__(optimizer, last_epoch)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Resume the position only: the schedule's shape comes from the current config, so a resumed run
+        # with a longer max_epochs follows the longer schedule.
+        self.last_epoch = state_dict["last_epoch"]
+        self._step_count = state_dict.get("_step_count", self.last_epoch + 1)
+        self._last_lr = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
+
     def get_lr(self) -> list[float]:
         lr = warmup_cosine(self.last_epoch, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr)
         # A group with ``fixed_lr`` (e.g. the online probe) keeps its own constant lr.

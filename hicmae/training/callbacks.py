@@ -65,3 +65,69 @@ class BadSampleMonitor(Callback):
             pl_module.log("data/bad_samples", float(counts.get("bad", 0)), sync_dist=True, reduce_fx="sum")
             if counts.get("bad"):
                 log.warning("skipped %d bad clips of %d draws so far", counts["bad"], counts.get("draws", 0))
+
+
+class ReconstructionImages(Callback):
+    """Every ``every_n_steps`` optimiser steps, saves a PNG of masked input / reconstruction / target for the
+    first clip of the batch (video frames and the spectrogram) under ``<log dir>/reconstructions/`` and
+    sends it to loggers that take images (wandb's ``log_image``, TensorBoard's ``add_figure``)."""
+
+    def __init__(self, every_n_steps: int = 1000, num_frames: int = 4, out_dir: str | None = None):
+        self.every_n_steps = int(every_n_steps)
+        self.num_frames = int(num_frames)
+        self.out_dir = out_dir
+        self._last_step = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if (not trainer.is_global_zero or self.every_n_steps <= 0 or step % self.every_n_steps
+                or step == self._last_step or not hasattr(pl_module, "_masks")):
+            return
+        self._last_step = step
+        path = self.render(trainer, pl_module, batch, step)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="reconstruction", images=[str(path)], step=step)
+
+    def render(self, trainer, pl_module, batch, step: int) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from hicmae.training.recon import reconstruct_audio, reconstruct_video
+
+        one = {k: v[:1] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        video_mask, audio_mask = pl_module._masks(one)
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            out = pl_module.model(one["video"], video_mask, one["audio"], audio_mask)
+        pl_module.train(was_training)
+        config = pl_module.config
+        vid = reconstruct_video(one["video"][0].cpu(), video_mask[0].cpu(), out.pred_video[0].cpu(), config)
+        aud = reconstruct_audio(one["audio"][0].cpu(), audio_mask[0].cpu(), out.pred_audio[0].cpu(), config)
+        frames = torch.linspace(0, vid["target"].shape[0] - 1, self.num_frames).long().tolist()
+        rows = ("masked", "reconstruction", "target")
+        fig, axes = plt.subplots(3, len(frames) + 1, figsize=(2.2 * (len(frames) + 1), 6.6), squeeze=False)
+        for r, name in enumerate(rows):
+            for c, f in enumerate(frames):
+                axes[r, c].imshow(vid[name][f].numpy())
+                axes[r, c].set_title(f"{name} t={f}", fontsize=8)
+            axes[r, -1].imshow(aud[name].t().numpy(), origin="lower", aspect="auto", cmap="magma")
+            axes[r, -1].set_title(f"{name} fbank", fontsize=8)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(f"step {step}")
+        fig.tight_layout()
+        out_dir = Path(self.out_dir or Path(trainer.log_dir or trainer.default_root_dir) / "reconstructions")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"step_{step:08d}.png"
+        fig.savefig(path, dpi=80)
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_figure"):
+                experiment.add_figure("reconstruction", fig, global_step=step)
+        plt.close(fig)
+        return path

@@ -79,6 +79,22 @@ COMMANDS = [
 ]
 
 
+# ---------------------------------------------------------------------------------------------- kfold
+def _kfold_args(p: argparse.ArgumentParser) -> None:
+    from hicmae.training.kfold import add_arguments
+
+    add_arguments(p)
+
+
+def _kfold(args: argparse.Namespace) -> int:
+    from hicmae.training.kfold import run
+
+    return run(args)
+
+
+COMMANDS.append(("kfold", "fine-tune or linear-probe every fold and tabulate mean ± std", _kfold_args, _kfold))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hicmae", description="HiCMAE tools")
     sub = parser.add_subparsers(dest="command", required=True)

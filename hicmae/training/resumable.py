@@ -117,7 +117,10 @@ class ResumableData(pl.Callback):
             # "processed": batches whose step finished (a checkpoint saved in on_train_batch_end has
             # not yet counted its batch as "completed").
             done = loop["epoch_loop.batch_progress"]["current"]["processed"]
-            epoch = loop["epoch_progress"]["current"]["completed"]
+            epoch = loop["epoch_progress"]["current"]
         except KeyError:
             return
-        self._resume = (int(epoch), int(done))
+        if epoch["processed"] > epoch["completed"]:  # saved at the end of an epoch: the next one starts afresh
+            self._resume = (int(epoch["completed"]) + 1, 0)
+        else:
+            self._resume = (int(epoch["completed"]), int(done))

@@ -1,0 +1,81 @@
+"""pretrain.py / finetune.py (LightningCLI) and ``hicmae kfold`` on real demo files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hicmae.training.cli import FinetuneCLI, PretrainCLI
+from training_helpers import TINY, make_tiny_demo
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return make_tiny_demo(tmp_path_factory.mktemp("demo"), num_clips=12, num_classes=3)
+
+
+def _config(tmp_path, name, model, data, trainer) -> str:
+    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()}
+    cfg = {"seed_everything": 0, "model": {"model_preset": "tiny", "model_overrides": overrides, **model},
+           "data": {"batch_size": 4, "num_workers": 0, "sampling_rate": 2, **data},
+           "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "log_every_n_steps": 1,
+                       "enable_model_summary": False, **trainer}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_pretrain_cli_links_sizes_checkpoints_and_resumes_with_ckpt_path_last(demo, tmp_path):
+    run = tmp_path / "pre"
+    cfg = _config(tmp_path, "pre", {"warmup_steps": 1}, {"train_manifest": str(demo / "pretrain.csv")},
+                  {"max_epochs": 1, "default_root_dir": str(run)})
+    cli = PretrainCLI(args=["fit", "--config", cfg])
+    assert cli.datamodule.hparams.img_size == 32 and cli.datamodule.hparams.audio_frames == 32  # from the model
+    assert cli.model.probe is not None  # the pretrain manifest has labels: online probe on
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    cli = PretrainCLI(args=["fit", "--config", cfg, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert cli.trainer.global_step == 6  # continued from step 3, not restarted
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+
+
+def test_finetune_cli_fits_selects_and_tests(demo, tmp_path):
+    run = tmp_path / "ft"
+    csv = str(demo / "finetune.csv")
+    cfg = _config(tmp_path, "ft", {"warmup_steps": 1, "results_dir": str(run / "results")},
+                  {"train_manifest": csv, "val_manifest": csv, "test_manifest": csv, "fold": 0, "rand_augment": None,
+                   "test_num_segment": 2, "test_num_crop": 1},
+                  {"max_epochs": 2, "default_root_dir": str(run)})
+    cli = FinetuneCLI(args=["fit", "--config", cfg])
+    assert cli.datamodule.hparams.task == "classification"
+    assert cli.model.hparams.num_classes == 3
+    result = json.loads((run / "results" / "metrics.json").read_text())
+    assert result["num_clips"] == 6  # fold 0 of 12 clips
+    assert result["model_selection"].startswith("selected on test")  # val manifest == test manifest
+    assert "best-" in result["model_selection"]
+    assert (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_kfold_runs_every_fold_and_tabulates(demo, tmp_path):
+    csv = str(demo / "finetune.csv")
+    cfg = _config(tmp_path, "kf", {"warmup_steps": 1},
+                  {"train_manifest": csv, "test_manifest": csv, "rand_augment": None, "test_num_segment": 1,
+                   "test_num_crop": 1}, {"max_epochs": 1})
+    out = tmp_path / "kfold"
+    proc = subprocess.run([sys.executable, "-m", "hicmae.cli", "kfold", "--config", cfg, "--folds", "0", "1",
+                           "--out", str(out), "--", "--model.linear_probe", "true"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "kfold.json").read_text())
+    assert sorted(summary["folds"]) == ["0", "1"]
+    assert set(summary["summary"]["war"]) == {"mean", "std"}
+    table = (out / "kfold.md").read_text()
+    assert "| mean ± std |" in table and table.count("\n") == 5
+    assert "no validation split" in summary["model_selection"]["0"]

@@ -31,8 +31,11 @@ class BadSamplePolicy:
         self.max_bad_fraction = max_bad_fraction
         self.dataset_size = max(int(dataset_size), 1)
         self.max_retries = max_retries
-        self._draws = multiprocessing.Value("q", 0)
-        self._bad = multiprocessing.Value("q", 0)
+        # Created in the spawn context: such counters are inherited by forked workers and can also be
+        # sent to spawned ones (fork-context locks refuse the latter).
+        ctx = multiprocessing.get_context("spawn")
+        self._draws = ctx.Value("q", 0)
+        self._bad = ctx.Value("q", 0)
 
     @property
     def draws(self) -> int:

@@ -31,7 +31,7 @@ def _check(index: int) -> dict:
     try:
         label_error = getattr(_DATASET, "label_errors", {}).get(index)
         if label_error:
-            raise label_error
+            raise DataError(row.video, label_error)
         _DATASET.check(index)
     except DataError as err:
         result.update(ok=False, error=str(err))
@@ -63,12 +63,26 @@ def validate_manifest(manifest_path: str, root: str | None = None, task: str = "
     if workers <= 1:
         _init(dataset)
         return [_check(i) for i in indices]
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers, initializer=_init, initargs=(dataset,)) as pool:
-        return pool.map(_check, indices, chunksize=4)
+    # spawn, not fork: a fork of a process that has decoded media (decord / FFmpeg threads) can hang.
+    ctx = multiprocessing.get_context("spawn")
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    results = []
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(dataset,)) as pool:
+        futures = [pool.submit(_check, i) for i in indices]
+        for i, future in zip(indices, futures):
+            try:
+                results.append(future.result())
+            except BrokenProcessPool:  # a decoder crashed the process: report instead of hanging
+                row = manifest.rows[i]
+                results.append({"row": i, "video": row.video, "audio": row.audio, "ok": False,
+                                "error": f"{row.video}: the decoder crashed while checking this row "
+                                         "(or a row checked beside it); rerun with --workers 1 to pin it down"})
+    return results
 
 
-def _label_errors(manifest: Manifest, task: str, class_names) -> dict[int, DataError]:
+def _label_errors(manifest: Manifest, task: str, class_names) -> dict[int, str]:
     """Per-row label problems (unknown class, non-numeric target), so one bad label names its row."""
     if task == "pretrain":
         return {}
@@ -78,7 +92,7 @@ def _label_errors(manifest: Manifest, task: str, class_names) -> dict[int, DataE
         try:
             encode_labels(Manifest(manifest.path, [row], manifest.label_columns), task, names)
         except DataError as err:
-            errors[i] = DataError(row.video, err.reason)
+            errors[i] = err.reason  # a string: DataError itself does not survive pickling to workers
     return errors
 
 

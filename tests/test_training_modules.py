@@ -120,3 +120,18 @@ def test_regression_with_ccc_loss_reports_per_dimension_metrics(tmp_path):
     assert {"test/ccc_arousal", "test/pcc_valence", "test/rmse", "test/mae"} <= set(trainer.callback_metrics)
     assert trainer.callback_metrics["test/num_clips"] == 8
     assert "pred_valence" in (tmp_path / "r" / "predictions.csv").read_text()
+
+
+def test_bf16_mixed_with_accumulation_scales_lr_by_the_global_batch(tmp_path):
+    pl.seed_everything(0)
+    module = PretrainModule("tiny", TINY, base_lr=0.256, warmup_steps=0, min_lr=0.0)
+    trainer = _trainer(tmp_path, max_steps=2, precision="bf16-mixed", accumulate_grad_batches=2,
+                       gradient_clip_val=1.0)
+    trainer.fit(module, loader(SyntheticClips(8, tiny_config(), pretrain=True), batch_size=2))
+    import pandas as pd
+
+    log = pd.read_csv(trainer.logger.log_dir + "/metrics.csv")
+    # global batch = 2 per device x 1 device x 2 accumulated = 4 -> peak 0.256 x 4 / 256
+    assert log["train/lr"].dropna().iloc[0] == pytest.approx(0.004)
+    assert trainer.global_step == 2
+    assert torch.isfinite(torch.tensor(log["train/loss_step"].dropna().to_numpy())).all()

@@ -61,6 +61,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--num-folds", type=int, default=5)
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    p.add_argument("--dynamic-cues-only", action="store_true",
+                   help="same face colour and voice for every class: only rhythm, mouth, blinks and sway differ")
 
 
 def _make_demo(args: argparse.Namespace) -> int:
@@ -68,7 +70,7 @@ def _make_demo(args: argparse.Namespace) -> int:
 
     out = make_demo_data(args.out_dir, num_clips=args.num_clips, seed=args.seed, num_classes=args.num_classes,
                          size=args.size, seconds=args.seconds, fps=args.fps, num_folds=args.num_folds,
-                         workers=args.workers)
+                         workers=args.workers, static_cues=not args.dynamic_cues_only)
     print(f"wrote {args.num_clips} clips and pretrain.csv, finetune.csv, regression.csv to {out}")
     return 0
 

@@ -115,3 +115,18 @@ def test_demo_classes_are_separable_from_each_modality(tmp_path):
         centroids = np.stack([x[train & (y == c)].mean(0) for c in range(6)])
         pred = ((x[test, None] - centroids[None]) ** 2).sum(-1).argmin(1)
         assert (pred == y[test]).mean() > 0.5  # chance is 1/6
+
+
+def test_dynamic_cues_only_keeps_only_the_dynamic_class_differences():
+    from hicmae.data.demo import class_parameters, make_clip
+
+    static = np.array([class_parameters(k, static_cues=False) for k in range(6)])
+    full = np.array([class_parameters(k) for k in range(6)])
+    colour_pitch_timbre = [0, 1, 2, 7, 8, 9]
+    rhythm_mouth_blink_sway = [3, 4, 5, 6]
+    assert np.ptp(static[:, colour_pitch_timbre], axis=0).max() == 0
+    assert np.ptp(full[:, colour_pitch_timbre], axis=0).min() > 0
+    assert np.array_equal(static[:, rhythm_mouth_blink_sway], full[:, rhythm_mouth_blink_sway])
+    a, _ = make_clip(0, seed=1, size=32, seconds=0.5, static_cues=False)
+    b, _ = make_clip(0, seed=1, size=32, seconds=0.5)
+    assert a.shape == b.shape and not np.array_equal(a, b)

@@ -45,11 +45,25 @@ _CLASSES = np.array([
 ], dtype=np.float64)
 
 
+# Columns of _CLASSES that a single frame or a short audio window already reveals.
+_STATIC_CUES = [0, 1, 2, 7, 8, 9]
+
+
+def class_parameters(label: int, static_cues: bool = True) -> np.ndarray:
+    """The row of ``_CLASSES`` for ``label``; without ``static_cues`` face colour, pitch, pitch slope
+    and timbre are the same for every class, so only the dynamics (rhythm, mouth amplitude, blinks,
+    sway) tell classes apart: a task a random network barely solves and pretraining has to learn."""
+    p = _CLASSES[label % len(_CLASSES)].copy()
+    if not static_cues:
+        p[_STATIC_CUES] = _CLASSES[:, _STATIC_CUES].mean(axis=0)
+    return p
+
+
 def make_clip(label: int, seed: int, size: int = 160, seconds: float = 3.0, fps: int = 25,
-              noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+              noise: float = 1.0, static_cues: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Frames ``(T, size, size, 3)`` uint8 and a 16 kHz mono waveform for one clip of class ``label``."""
     rng = np.random.default_rng(seed)
-    p = _CLASSES[label % len(_CLASSES)]
+    p = class_parameters(label, static_cues)
     jit = lambda x, rel: x * (1 + rel * rng.uniform(-1, 1))  # noqa: E731
     rate, amp, blink, sway = jit(p[3], 0.15), jit(p[4], 0.2), jit(p[5], 0.3), jit(p[6], 0.3)
     phase = rng.uniform(0, 2 * np.pi)
@@ -95,16 +109,19 @@ def make_clip(label: int, seed: int, size: int = 160, seconds: float = 3.0, fps:
 
 
 def _write_one(job) -> None:
-    out_dir, name, label, seed, size, seconds, fps = job
-    frames, wave = make_clip(label, seed, size, seconds, fps)
+    out_dir, name, label, seed, size, seconds, fps, static_cues = job
+    frames, wave = make_clip(label, seed, size, seconds, fps, static_cues=static_cues)
     write_mp4(out_dir / "clips" / f"{name}.mp4", frames, fps=fps, audio=wave, sample_rate=SAMPLE_RATE)
     write_wav(out_dir / "clips" / f"{name}.wav", wave, SAMPLE_RATE)
 
 
 def make_demo_data(out_dir: str | os.PathLike, num_clips: int = 200, seed: int = 0, num_classes: int = 6,
                    size: int = 160, seconds: float = 3.0, fps: int = 25, num_folds: int = 5,
-                   workers: int | None = None) -> Path:
-    """Write the demo dataset (see the module docstring); returns ``out_dir``. Deterministic for ``seed``."""
+                   workers: int | None = None, static_cues: bool = True) -> Path:
+    """Write the demo dataset (see the module docstring); returns ``out_dir``. Deterministic for ``seed``.
+
+    ``static_cues=False`` keeps only the dynamic class cues (see :func:`class_parameters`).
+    """
     if not 2 <= num_classes <= len(CLASS_NAMES):
         raise ValueError(f"num_classes must lie in [2, {len(CLASS_NAMES)}], got {num_classes}")
     if size % 2:
@@ -116,7 +133,7 @@ def make_demo_data(out_dir: str | os.PathLike, num_clips: int = 200, seed: int =
     for i in range(num_clips):
         label = i % num_classes
         name = f"clip_{i:04d}"
-        jobs.append((out_dir, name, label, int(seeds[i]), size, seconds, fps))
+        jobs.append((out_dir, name, label, int(seeds[i]), size, seconds, fps, static_cues))
         rows.append((f"clips/{name}.mp4", f"clips/{name}.wav", label, (i // num_classes) % num_folds, int(seeds[i])))
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     if workers > 1:
@@ -139,7 +156,8 @@ def make_demo_data(out_dir: str | os.PathLike, num_clips: int = 200, seed: int =
         w.writerow(["video", "audio", "arousal", "valence", "fold"])
         for v, a, y, k, s in rows:
             noise = np.random.default_rng(s + 1).normal(0, 0.1, 2)
-            w.writerow((v, a, f"{_CLASSES[y, 10] + noise[0]:.4f}", f"{_CLASSES[y, 11] + noise[1]:.4f}", k))
+            p = class_parameters(y, static_cues)
+            w.writerow((v, a, f"{p[10] + noise[0]:.4f}", f"{p[11] + noise[1]:.4f}", k))
     (out_dir / "classes.txt").write_text("\n".join(names) + "\n")
     log.info("wrote %d demo clips (%d classes, %d px, %.1f s) to %s", num_clips, num_classes, size, seconds, out_dir)
     return out_dir

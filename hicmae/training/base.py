@@ -87,19 +87,22 @@ class ScheduledModule(pl.LightningModule):
                  on_step=True, on_epoch=False)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
-        self._batch_started = time.perf_counter()
+        # Wall time between consecutive batch starts: data loading, forward, backward and optimiser step.
+        now = time.perf_counter()
+        previous, clips = getattr(self, "_batch_started", None), getattr(self, "_batch_clips", 0)
+        if previous is not None and clips and now > previous:
+            self.log("train/clips_per_s", clips * self.trainer.world_size / (now - previous), on_step=True,
+                     on_epoch=False)
+        self._batch_started = now
+
+    def on_train_epoch_start(self) -> None:
+        self._batch_started = None  # do not count the gap across validation and epoch boundaries
 
     def log_throughput(self, clips: int) -> None:
-        started = getattr(self, "_batch_started", None)
-        if started is not None:
-            elapsed = time.perf_counter() - started
-            if elapsed > 0:
-                self.log("train/clips_per_s", clips * self.trainer.world_size / elapsed, on_step=True,
-                         on_epoch=False)
+        self._batch_clips = clips
 
 
 def drop_path_default(overrides: dict | None, value: float) -> dict:
     out = dict(overrides or {})
     out.setdefault("drop_path_rate", value)
     return out
-

@@ -110,6 +110,7 @@ class FinetuneModule(ScheduledModule):
                 self.hparams.target_names = list(names)
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         if self.hparams.linear_probe:  # frozen backbone: no drop path, no dropout; only the head's BN trains
             self.model.eval()
             self.model.head.train()

@@ -46,7 +46,8 @@ class FinetuneModule(ScheduledModule):
             (lr scaled by global batch / 256).
         layer_decay: layer-wise lr decay (0.75); 1.0 turns it off.
         label_smoothing: for cross-entropy when Mixup is off (with Mixup the data module's mixing smooths).
-        mixup: apply the data module's ``mixup_fn`` (Mixup/CutMix) to training batches when it has one.
+        mixup: apply the data module's ``mixup_fn`` (Mixup/CutMix) to training batches when it has one
+            (never when linear probing).
         regression_loss: ``mse`` or ``ccc``.
         results_dir: where test results go (default: the logger's directory).
         target_names: names of the regression dimensions, for metric keys.
@@ -141,7 +142,10 @@ class FinetuneModule(ScheduledModule):
 
     def _mix(self, batch: dict) -> dict:
         dm = getattr(self.trainer, "datamodule", None)
-        fn = getattr(dm, "mixup_fn", None) if self.hparams.mixup and self.hparams.task != "regression" else None
+        h = self.hparams
+        # MAE's linear-probing protocol has no Mixup/CutMix.
+        use = h.mixup and h.task != "regression" and not h.linear_probe
+        fn = getattr(dm, "mixup_fn", None) if use else None
         return fn(batch) if callable(fn) else batch
 
     # ------------------------------------------------------------------ steps

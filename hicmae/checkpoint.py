@@ -204,8 +204,8 @@ def _activation_name(model: HiCMAEClassifier) -> str | None:
     return None if name == "identity" else name
 
 
-def read_release(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """The weights and the header (kind, config, ...) of a release file."""
+def read_release(path: str | os.PathLike, weights: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """The weights (none with ``weights=False``) and the header (kind, config, ...) of a release file."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -214,7 +214,7 @@ def read_release(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("hicmae")
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()} if weights else {}
     except Exception as exc:
         raise CheckpointError(path, f"not a safetensors file ({str(exc)[:200]})") from None
     if raw is None:

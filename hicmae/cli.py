@@ -97,6 +97,40 @@ def _kfold(args: argparse.Namespace) -> int:
 COMMANDS.append(("kfold", "fine-tune or linear-probe every fold and tabulate mean ± std", _kfold_args, _kfold))
 
 
+# ---------------------------------------------------------------------------------------------- predict
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a classifier release (.safetensors, see `hicmae export`)")
+    p.add_argument("videos", nargs="+", help="video files or folders of face frames")
+    p.add_argument("--audio", nargs="+", default=None, help="one wav per video (default: each video's own track)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--segments", type=int, default=2, help="temporal views per clip (the original uses 2)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of one line per video")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from hicmae.errors import HiCMAEError
+    from hicmae.inference import Predictor
+
+    try:
+        predictions = Predictor(args.model, args.device, args.segments).predict(args.videos, args.audio,
+                                                                                args.batch_size)
+    except HiCMAEError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([p.as_dict() for p in predictions], indent=1))
+        return 0
+    for p in predictions:
+        top = p.label if p.label is not None else ""
+        scores = " ".join(f"{n}={s:.3f}" for n, s in zip(p.names, p.scores))
+        print(f"{p.video}\t{top}\t{scores}")
+    return 0
+
+
+COMMANDS.append(("predict", "predict emotions for videos with a classifier release", _predict_args, _predict))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hicmae", description="HiCMAE tools")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -79,3 +79,18 @@ def test_kfold_runs_every_fold_and_tabulates(demo, tmp_path):
     table = (out / "kfold.md").read_text()
     assert "| mean ± std |" in table and table.count("\n") == 5
     assert "no validation split" in summary["model_selection"]["0"]
+
+
+def test_wandb_runs_offline_without_credentials(demo, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    cfg = _config(tmp_path, "wb", {"warmup_steps": 1}, {"train_manifest": str(demo / "pretrain.csv")},
+                  {"max_steps": 1, "default_root_dir": str(tmp_path / "run"),
+                   "logger": {"class_path": "pytorch_lightning.loggers.WandbLogger",
+                              "init_args": {"project": "hicmae-test", "save_dir": str(tmp_path / "run")}}})
+    PretrainCLI(args=["fit", "--config", cfg])
+    import os
+
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))

@@ -67,9 +67,12 @@ class HiCMAECLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         seed = self.config[self.subcommand]["seed_everything"] if self.subcommand else self.config["seed_everything"]
         extra = [BadSampleMonitor(), ResumableData(seed=int(seed) if isinstance(seed, int) else 0)]
-        if trainer.checkpoint_callback is None or type(trainer.checkpoint_callback) is ModelCheckpoint:
-            # Replace Lightning's default (non-atomic, per-version folder) checkpointing by ours.
-            trainer.callbacks = [cb for cb in trainer.callbacks if type(cb) is not ModelCheckpoint]
+        default = [cb for cb in trainer.callbacks if type(cb) is ModelCheckpoint and cb.monitor is None
+                   and cb.dirpath is None and cb.filename is None]
+        if default and len(trainer.checkpoint_callbacks) == len(default):
+            # Lightning's default (non-atomic, in the per-version log folder) becomes ours; a checkpoint
+            # callback the user configured, or --trainer.enable_checkpointing false, is left as it is.
+            trainer.callbacks = [cb for cb in trainer.callbacks if cb not in default]
             extra.append(self.default_checkpoint())
         trainer.callbacks.extend(extra)
         return trainer

@@ -9,9 +9,10 @@
 
 Why the classes differ only in their dynamics here: in the default demo data each class has its own face
 colour and voice pitch, which even a randomly initialised network separates linearly (about 92% probe
-accuracy), so no pretraining could show an advantage. The demo therefore gives every class the same face
-colour, pitch, pitch contour and timbre; classes differ in mouth/syllable rhythm, mouth amplitude, blinks
-and head sway, which a random network barely separates (about 25%, chance 17%) and pretraining learns.
+accuracy), so no pretraining could show an advantage. The demo therefore generates its data with
+``static_cues=False``: every class has the same face colour, pitch, pitch contour and timbre; classes
+differ in mouth/syllable rhythm, mouth amplitude, blinks and head sway, which a random network barely
+separates (about 25%, chance 17%) and pretraining learns.
 
 Why a reduced model: the tiny preset (width 256, depth 10, 160 px x 16 frames) needs hours per epoch of
 useful pretraining on 2 CPU cores; 64 px x 8 frames, 64 x 64 fbank, width 128 and depth 4 keep the
@@ -21,7 +22,6 @@ architecture (both encoders, fusion, skip decoders, hierarchical contrast) and t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import statistics
@@ -38,24 +38,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
 def _overrides() -> dict:
     return yaml.safe_load((CONFIGS / "pretrain.yaml").read_text())["model"]["model_overrides"]
-
-
-@contextlib.contextmanager
-def dynamic_cues_only():
-    """Temporarily make the demo generator's static class cues (face colour, pitch, contour, timbre) equal.
-
-    A stop-gap until ``make_demo_data`` offers this itself (requested from the data module's owner).
-    """
-    from hicmae.data import demo as demo_data
-
-    table = demo_data._CLASSES
-    saved = table.copy()
-    table[:, 0:3] = saved[:, 0:3].mean(axis=0)  # face RGB
-    table[:, 7:10] = saved[:, 7:10].mean(axis=0)  # f0, pitch slope, harmonic decay
-    try:
-        yield
-    finally:
-        table[:] = saved
 
 
 def pretrain(out: Path, data: Path, epochs: int) -> Path:
@@ -145,8 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     data = out / "data"
     if not (data / "finetune.csv").exists():
-        with dynamic_cues_only():  # one process, so the change cannot miss a worker
-            make_demo_data(data, num_clips=args.clips, size=64, seconds=2.0, workers=1)
+        make_demo_data(data, num_clips=args.clips, size=64, seconds=2.0, static_cues=False)
     timings["data"] = time.perf_counter() - started
 
     ckpt = pretrain(out, data, args.pretrain_epochs)

@@ -26,7 +26,9 @@ def _config(tmp_path, name, model, data, trainer) -> str:
     cfg = {"seed_everything": 0, "model": {"model_preset": "tiny", "model_overrides": overrides, **model},
            "data": {"batch_size": 4, "num_workers": 0, "sampling_rate": 2, **data},
            "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "log_every_n_steps": 1,
-                       "enable_model_summary": False, **trainer}}
+                       "enable_model_summary": False,
+                       "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
+                                  "init_args": {"save_dir": str(tmp_path / "logs")}}, **trainer}}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)

@@ -131,6 +131,30 @@ def _predict(args: argparse.Namespace) -> int:
 COMMANDS.append(("predict", "predict emotions for videos with a classifier release", _predict_args, _predict))
 
 
+# ---------------------------------------------------------------------------------------------- export
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a .ckpt written by pretrain.py or finetune.py")
+    p.add_argument("out", help="the release file to write (.safetensors)")
+    p.add_argument("--class-names", default=None, help="comma-separated, if the checkpoint does not record them")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from hicmae.errors import HiCMAEError
+    from hicmae.training.export import export_checkpoint
+
+    names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    try:
+        path = export_checkpoint(args.checkpoint, args.out, class_names=names)
+    except HiCMAEError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+COMMANDS.append(("export", "write a training checkpoint as a one-file release", _export_args, _export))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hicmae", description="HiCMAE tools")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -110,6 +110,13 @@ class FinetuneModule(ScheduledModule):
             if regression and not self.hparams.target_names:
                 self.hparams.target_names = list(names)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Class (or dimension) names are learnt from the data at setup; keep them for `hicmae export`.
+        checkpoint["hicmae"] = {"class_names": self.class_names}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.class_names = self.class_names or checkpoint.get("hicmae", {}).get("class_names")
+
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         if self.hparams.linear_probe:  # frozen backbone: no drop path, no dropout; only the head's BN trains

@@ -88,3 +88,35 @@ def test_a_crash_while_saving_leaves_the_previous_last_ckpt_intact(tmp_path):
         torch.load(plain, weights_only=True)
     assert not [p for p in os.listdir(tmp_path / "checkpoints") if p.endswith(".ckpt") and p != "last.ckpt"
                 and not p.startswith("epoch=")]
+
+
+def _run_real(root, data_root, max_steps, ckpt_path=None, stop_at=None):
+    from training_helpers import tiny_datamodule
+
+    pl.seed_everything(0)
+    recorder = LossRecorder()
+    extra = [StopAt(stop_at)] if stop_at else []
+    trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, default_root_dir=root, logger=False,
+                         callbacks=[AtomicCheckpoint(every_n_train_steps=1), ResumableData(), recorder, *extra],
+                         deterministic=True, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0)
+    module = PretrainModule("tiny", TINY, base_lr=0.5, warmup_steps=2, probe_num_classes=0)
+    dm = tiny_datamodule(data_root, task="pretrain", batch_size=4, num_workers=0, persistent_workers=False)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return recorder.losses
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_with_real_files_repeats_the_same_augmented_batches(tmp_path):
+    """Real mp4/wav through the data module: crops, gains and masks after resuming equal the uninterrupted
+    run's, so the losses do too (3 batches per epoch; stop inside epoch 1, finish in epoch 2)."""
+    from training_helpers import make_tiny_demo
+
+    data = make_tiny_demo(tmp_path / "data", num_clips=12)
+    full = _run_real(tmp_path / "full", data, 7)
+    first = _run_real(tmp_path / "cut", data, 7, stop_at=4)
+    assert sorted(first) == [1, 2, 3, 4]
+    resumed = _run_real(tmp_path / "cut", data, 7, ckpt_path="last")
+    assert sorted(resumed) == list(range(5, 8))
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-6), step

@@ -79,11 +79,18 @@ class _ClipDataset(Dataset):
         self._stream = None
 
     # ------------------------------------------------------------------ randomness and bad samples
+    def set_epoch(self, epoch: int) -> None:
+        """Start the random stream of ``epoch`` (the training loader calls this before each epoch), so a
+        run resumed mid-epoch draws the same augmentations as an uninterrupted one. Workers see it when
+        they start: with ``persistent_workers`` they keep their first epoch's value."""
+        self.epoch = int(epoch)
+
     def _draw_seed(self) -> int:
         info = torch.utils.data.get_worker_info()
-        key = (os.getpid(), info.seed if info is not None else torch.initial_seed())
-        if key != self._stream_key:  # a new worker (or a new epoch's workers): a new stream
-            self._stream = np.random.default_rng([key[1] % 2**63, self.seed % 2**63])
+        epoch = getattr(self, "epoch", 0)
+        key = (os.getpid(), info.seed if info is not None else torch.initial_seed(), epoch)
+        if key != self._stream_key:  # a new worker, a new epoch's workers, or a new epoch: a new stream
+            self._stream = np.random.default_rng([key[1] % 2**63, self.seed % 2**63, epoch])
             self._stream_key = key
         return int(self._stream.integers(2**62))
 

@@ -77,6 +77,8 @@ class ResumableLoader(DataLoader):
         if isinstance(self.sampler, EpochRandomSampler):
             self.sampler.set_epoch(self.sampler.epoch)
         self.generator.manual_seed(self.seed * 1_000_003 + self._epoch() + 7_919)
+        if hasattr(self.dataset, "set_epoch"):  # per-epoch augmentation streams (hicmae datasets)
+            self.dataset.set_epoch(self._epoch())
         iterator = super().__iter__()
         epoch, skip = self.skip
         if skip and epoch == self._epoch():

@@ -85,16 +85,13 @@ class Predictor:
         audios = [None] * len(videos) if audios is None else list(audios)
         if len(audios) != len(videos):
             raise ConfigError(f"{len(videos)} videos but {len(audios)} audio files")
-        dataset = self._dataset(videos, audios)
-        summed = torch.zeros(len(videos), len(self.names))
-        counts = torch.zeros(len(videos), 1)
-        for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
-            out = self.model(video=batch["video"].to(self.device), audio=batch["audio"].to(self.device)).float().cpu()
-            scores = (out.softmax(-1) if self.task == "classification"
-                      else out.sigmoid() if self.task == "multilabel" else out)
-            summed.index_add_(0, batch["index"], scores)
-            counts.index_add_(0, batch["index"], torch.ones(len(scores), 1))
-        merged = summed / counts
+        from hicmae.training.metrics import ViewMerger
+
+        merger = ViewMerger(self.task)
+        for batch in DataLoader(self._dataset(videos, audios), batch_size=batch_size, num_workers=num_workers):
+            out = self.model(video=batch["video"].to(self.device), audio=batch["audio"].to(self.device))
+            merger.update(batch["index"], batch["view"], out.float().cpu(), torch.zeros(len(out)))
+        merged = merger.compute()["scores"]  # one row per clip, in input order
         return [Prediction(video=v, audio=None if a is None else os.fspath(a), names=self.names,
                            scores=[round(float(x), 6) for x in row],
                            label=self.names[int(row.argmax())] if self.task == "classification" else None)

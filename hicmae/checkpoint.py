@@ -55,10 +55,15 @@ class LoadReport:
         return "; ".join(parts) or "all keys matched"
 
 
-def _rename(key: str) -> str:
+def _strip_wrappers(key: str) -> str:
+    """Drop the prefixes DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) add to key names."""
     for prefix in _WRAPPER_PREFIXES:
-        if key.startswith(prefix):
-            key = key[len(prefix):]
+        key = key.removeprefix(prefix)
+    return key
+
+
+def _rename(key: str) -> str:
+    key = _strip_wrappers(key)
     if key in _EXACT:
         return _EXACT[key]
     for old, new in _PREFIXES:
@@ -78,10 +83,7 @@ def convert_original_state_dict(state_dict: dict[str, torch.Tensor], kind: str) 
         raise ValueError(f"kind must be 'pretrain' or 'finetune', got {kind!r}")
     out = {}
     for key, value in state_dict.items():
-        bare = key
-        for prefix in _WRAPPER_PREFIXES:
-            bare = bare.removeprefix(prefix)
-        if kind == "finetune" and bare.split(".")[0] in _PRETRAIN_ONLY:
+        if kind == "finetune" and _strip_wrappers(key).split(".")[0] in _PRETRAIN_ONLY:
             continue
         out[_rename(key)] = value
     return out
@@ -101,7 +103,7 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], 
         state_dict = convert_original_state_dict(
             state_dict, "finetune" if isinstance(model, HiCMAEClassifier) else "pretrain")
     else:
-        state_dict = {_rename(k) if k.startswith(_WRAPPER_PREFIXES) else k: v for k, v in state_dict.items()}
+        state_dict = {_strip_wrappers(k): v for k, v in state_dict.items()}
         if isinstance(model, HiCMAEClassifier):
             state_dict = {k: v for k, v in state_dict.items()
                           if not k.startswith(("video_branch.", "audio_branch."))}

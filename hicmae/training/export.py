@@ -12,9 +12,7 @@ from hicmae.checkpoint import save_release
 from hicmae.errors import CheckpointError
 from hicmae.models import HiCMAEClassifier, HiCMAEPretrain
 from hicmae.training.base import model_config
-
-_PREFIX = "model."
-
+from hicmae.training.init import module_weights, read_lightning_checkpoint
 
 def _fold_probe_head(state: dict[str, torch.Tensor], eps: float = 1e-6) -> dict[str, torch.Tensor]:
     """A linear probe's head is BatchNorm1d(affine=False) then Linear; fold the BN's running statistics
@@ -32,18 +30,13 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike,
                       class_names: list[str] | None = None, **metadata: object) -> Path:
     """Write the model of a ``pretrain.py`` or ``finetune.py`` checkpoint as a release file."""
     ckpt_path = Path(ckpt_path)
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(ckpt_path, "file not found") from None
-    except Exception as exc:
-        raise CheckpointError(ckpt_path, f"not a Lightning checkpoint that loads safely ({str(exc)[:200]})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+    ckpt = read_lightning_checkpoint(ckpt_path)
+    if "hyper_parameters" not in ckpt:
         raise CheckpointError(ckpt_path, "not a checkpoint written by pretrain.py or finetune.py")
     hp = ckpt["hyper_parameters"]
     extra = ckpt.get("hicmae", {})
     data_hp = ckpt.get("datamodule_hyper_parameters", {})
-    state = {k[len(_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_PREFIX)}
+    state = module_weights(ckpt)
     config = model_config(hp["model_preset"], hp.get("model_overrides"))
     if "video_branch.mask_token" in state:
         model: nn.Module = HiCMAEPretrain(config)

@@ -28,15 +28,27 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     if path.suffix == ".ckpt":
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(path, f"not a Lightning checkpoint that can be loaded safely ({exc})"[:300]) from None
-        if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-            raise CheckpointError(path, "no 'state_dict' in this Lightning checkpoint")
-        sd = ckpt["state_dict"]
-        return {k[len(_MODULE_PREFIX):]: v for k, v in sd.items() if k.startswith(_MODULE_PREFIX)}
+        return module_weights(read_lightning_checkpoint(path))
     return load_original_checkpoint(path)["model"]
+
+
+def read_lightning_checkpoint(path: str | os.PathLike) -> dict:
+    """A ``pretrain.py`` / ``finetune.py`` checkpoint, loaded safely (``weights_only=True``)."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(path, "file not found") from None
+    except Exception as exc:
+        raise CheckpointError(path, f"not a Lightning checkpoint that can be loaded safely ({exc})"[:300]) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(path, "no 'state_dict' in this Lightning checkpoint")
+    return ckpt
+
+
+def module_weights(ckpt: dict) -> dict[str, torch.Tensor]:
+    """The model's weights in a Lightning checkpoint, without the LightningModule's ``model.`` prefix."""
+    return {k[len(_MODULE_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_MODULE_PREFIX)}
 
 
 def init_from_checkpoint(model: nn.Module, path: str | os.PathLike) -> LoadReport:

@@ -9,7 +9,7 @@ from hicmae.checkpoint import convert_original_state_dict
 from hicmae.losses import audio_target, pretrain_losses, video_target
 from hicmae.models import HiCMAEClassifier, HiCMAEPretrain, ModelConfig
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "original"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TOL = 1e-5
 
 
@@ -20,12 +20,15 @@ def close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
     assert ours.shape == theirs.shape and err <= TOL, f"max scaled error {err:.2e}"
 
 
+def fixture_path(name: str) -> Path:
+    path = FIXTURES / name
+    assert path.exists(), f"fixture missing: {path} (it is part of the repository; see tests/fixtures/README.md)"
+    return path
+
+
 @pytest.fixture(scope="module")
 def fixture():
-    path = FIXTURES / "mini_a.pt"
-    if not path.exists():
-        pytest.fail(f"equivalence fixture missing: {path} (the shared/ folder must sit beside the checkout)")
-    data = torch.load(path, weights_only=True)
+    data = torch.load(fixture_path("mini_a.pt"), weights_only=True)
     assert data["format"] == "hicmae-original-equivalence/1"
     return data
 
@@ -74,7 +77,7 @@ def test_finetune_logits_and_features_equal_original(fixture, fused_attn):
 
 def _original_keys(name: str) -> dict[str, tuple[int, ...]]:
     keys = {}
-    for line in (FIXTURES / name).read_text().splitlines():
+    for line in fixture_path(name).read_text().splitlines():
         key, shape = line.split(" ", 1)
         keys[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
     return keys

@@ -8,15 +8,12 @@ import torch
 from hicmae.errors import CheckpointError
 from hicmae.training import FinetuneModule
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "original" / "mini_a.pt"
-if not FIXTURE.exists():
-    FIXTURE = Path("/work/shared/fixtures/original/mini_a.pt")
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mini_a.pt"
 
 
 @pytest.fixture(scope="module")
 def mini():
-    if not FIXTURE.exists():
-        pytest.skip("original fixtures not available")
+    assert FIXTURE.exists(), f"fixture missing: {FIXTURE} (it is part of the repository; see tests/fixtures/README.md)"
     return torch.load(FIXTURE, weights_only=True)
 
 

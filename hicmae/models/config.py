@@ -12,7 +12,7 @@ from hicmae.errors import ConfigError
 class ModelConfig:
     """Every architectural choice of HiCMAE; defaults are the base model of the paper.
 
-    Field names follow ``shared/fixtures/original/README.md`` so that an original configuration maps
+    Field names follow ``tests/fixtures/README.md`` so that an original configuration maps
     onto this class one to one.
     """
 

@@ -41,17 +41,19 @@ def test_war_uar_f1_on_an_imbalanced_example():
     assert m["wf1"] == pytest.approx(100 * (4 * f1_0 + 2 * f1_1) / 6, rel=1e-5)
 
 
-def test_ccc_and_pcc_match_numpy_definitions():
+@pytest.mark.parametrize("names", [["arousal", "valence", "dominance"], ["valence"]])
+def test_ccc_pcc_mae_rmse_match_numpy_definitions(names):
     g = torch.Generator().manual_seed(0)
-    t = torch.randn(50, 3, generator=g, dtype=torch.float64)
-    p = 0.7 * t + 0.3 * torch.randn(50, 3, generator=g, dtype=torch.float64) + 0.2
-    m = regression_metrics(p.float(), t.float(), ["arousal", "valence", "dominance"])
-    for i, name in enumerate(["arousal", "valence", "dominance"]):
+    t = torch.randn(50, len(names), generator=g, dtype=torch.float64)
+    p = 0.7 * t + 0.3 * torch.randn(50, len(names), generator=g, dtype=torch.float64) + 0.2
+    m = regression_metrics(p.float(), t.float(), names)
+    for i, name in enumerate(names):
         x, y = p[:, i].numpy(), t[:, i].numpy()
         cov = np.cov(x, y)  # unbiased, as the original
         expected = 2 * cov[0, 1] / (cov[0, 0] + cov[1, 1] + (x.mean() - y.mean()) ** 2)
         assert m[f"ccc_{name}"] == pytest.approx(expected, rel=1e-4)
         assert m[f"pcc_{name}"] == pytest.approx(np.corrcoef(x, y)[0, 1], rel=1e-4)
+        assert m[f"mae_{name}"] == pytest.approx(np.abs(x - y).mean(), rel=1e-4)
         assert m[f"rmse_{name}"] == pytest.approx(np.sqrt(((x - y) ** 2).mean()), rel=1e-4)
-    assert m["ccc"] == pytest.approx(np.mean([m[f"ccc_{n}"] for n in ("arousal", "valence", "dominance")]))
-    assert ccc(t, t).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert m["ccc"] == pytest.approx(np.mean([m[f"ccc_{n}"] for n in names]))
+    assert ccc(t, t).tolist() == pytest.approx([1.0] * len(names))

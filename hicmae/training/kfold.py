@@ -2,7 +2,9 @@
 
 Each fold runs ``finetune.py fit`` in its own process (clean state; Lightning's DDP launch works there)
 with ``--data.fold k``; fit ends with a test of the selected checkpoint, whose ``metrics.json`` this
-command collects into ``kfold.csv``, ``kfold.md`` and ``kfold.json`` in ``--out``.
+command collects into ``kfold.csv``, ``kfold.md`` and ``kfold.json`` in ``--out``. A fold's earlier
+results (from a previous run into the same ``--out``) are moved to ``results.previous`` first, so they
+can never pass for the new run's.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from hicmae.training.results import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +59,23 @@ def write_outputs(out: Path, per_fold: dict[int, dict], selection: dict[int, str
     headline = [k for k in ("war", "uar", "wf1", "mf1", "ccc", "pcc", "map") if k in summary] or list(summary)
     text = table(per_fold, summary, headline)
     rows = [{"fold": f, **m} for f, m in sorted(per_fold.items())]
-    pd.DataFrame(rows).to_csv(out / "kfold.csv", index=False)
-    (out / "kfold.md").write_text(text + "\n")
-    (out / "kfold.json").write_text(json.dumps({"folds": per_fold, "summary": summary,
-                                                "model_selection": selection}, indent=2) + "\n")
+    with atomic_path(out / "kfold.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    with atomic_path(out / "kfold.md") as tmp:
+        tmp.write_text(text + "\n")
+    with atomic_path(out / "kfold.json") as tmp:
+        tmp.write_text(json.dumps({"folds": per_fold, "summary": summary, "model_selection": selection},
+                                  indent=2) + "\n")
     return text
+
+
+def set_aside(results: Path) -> None:
+    """Move a fold's earlier results to ``results.previous`` (replacing older ones) before it runs again."""
+    if results.exists():
+        previous = results.with_name(results.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        results.rename(previous)
+        print(f"earlier results moved to {previous}", flush=True)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,11 +93,17 @@ def run(args: argparse.Namespace) -> int:
     per_fold, selection = {}, {}
     for fold in args.folds:
         print(f"== fold {fold} ==", flush=True)
+        results = out / f"fold{fold}" / "results"
+        set_aside(results)
         code = run_fold(fold_args(args.config, fold, out, overrides))
-        metrics_path = out / f"fold{fold}" / "results" / "metrics.json"
-        if code != 0 or not metrics_path.exists():
+        metrics_path = results / "metrics.json"
+        if code != 0:
             print(f"fold {fold} failed (exit code {code}); see {out / f'fold{fold}'}", file=sys.stderr)
-            return code or 1
+            return code
+        if not metrics_path.exists():
+            print(f"fold {fold} trained but wrote no test results ({metrics_path} is missing): kfold needs a "
+                  "test after fit, i.e. data.test_manifest set and test_after_fit true", file=sys.stderr)
+            return 1
         result = json.loads(metrics_path.read_text())
         per_fold[fold] = result["metrics"]
         selection[fold] = result.get("model_selection", "")

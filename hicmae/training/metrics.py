@@ -92,11 +92,9 @@ def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: f
 
 
 def ccc(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Concordance correlation per column with unbiased (co)variances, as the original (numpy ``cov``)."""
-    mp, mt = preds.mean(0), targets.mean(0)
-    n = preds.shape[0]
-    cov = ((preds - mp) * (targets - mt)).sum(0) / (n - 1)
-    return 2 * cov / (preds.var(0, unbiased=True) + targets.var(0, unbiased=True) + (mp - mt) ** 2)
+    """Concordance correlation per column. torchmetrics uses unbiased (co)variances throughout, which is the
+    original's definition (numpy ``cov``)."""
+    return TMF.concordance_corrcoef(preds, targets).reshape(-1)
 
 
 def regression_metrics(preds: torch.Tensor, targets: torch.Tensor, names: list[str] | None = None
@@ -107,9 +105,9 @@ def regression_metrics(preds: torch.Tensor, targets: torch.Tensor, names: list[s
     names = names or [str(i) for i in range(dims)]
     per = {
         "ccc": ccc(preds, targets),
-        "pcc": TMF.pearson_corrcoef(preds, targets) if dims > 1 else TMF.pearson_corrcoef(preds[:, 0], targets[:, 0])[None],
-        "mae": (preds - targets).abs().mean(0),
-        "rmse": ((preds - targets) ** 2).mean(0).sqrt(),
+        "pcc": TMF.pearson_corrcoef(preds, targets),
+        "mae": TMF.mean_absolute_error(preds, targets, num_outputs=dims),
+        "rmse": TMF.mean_squared_error(preds, targets, squared=False, num_outputs=dims),
     }
     out = {}
     for metric, values in per.items():

@@ -1,7 +1,9 @@
 """Linear probing on frozen features (MAE's protocol: BatchNorm1d without affine, then a linear layer).
 
-Two uses: the fast offline probe (features extracted once, then a head trained in memory; the demo and
-``hicmae kfold --linear-probe`` use it) and the head of ``FinetuneModule(linear_probe=True)``.
+This module is the fast offline probe that ``hicmae.demo`` uses: features extracted once, then the head
+trained in memory. Probing through training runs is another path: ``finetune.py --model.linear_probe true``
+(and ``hicmae kfold ... -- --model.linear_probe true``) trains the same BatchNorm + linear head, which
+``FinetuneModule`` builds itself, on a frozen backbone.
 """
 
 from __future__ import annotations

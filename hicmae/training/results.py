@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary path beside ``path`` to write to; on success it replaces ``path`` in one step.
+
+    An interrupted run or a concurrent reader never sees a half-written file: ``path`` holds the old content or the new.
+    The temporary name keeps the suffix, so writers that pick the format from it (pandas, matplotlib) work.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_results(out_dir: str | Path, merged: dict, metrics: dict, *, task: str, class_names: list[str] | None,
@@ -30,10 +49,12 @@ def write_results(out_dir: str | Path, merged: dict, metrics: dict, *, task: str
         table.update({f"target_{n}": targets[:, i].tolist() for i, n in enumerate(names)})
         table.update({f"pred_{n}": scores[:, i].tolist() for i, n in enumerate(names)})
     paths = {"predictions": out / "predictions.csv", "metrics": out / "metrics.json"}
-    pd.DataFrame(table).to_csv(paths["predictions"], index=False)
+    with atomic_path(paths["predictions"]) as tmp:
+        pd.DataFrame(table).to_csv(tmp, index=False)
     payload = {"task": task, "num_clips": int(scores.shape[0]), "model_selection": selection,
                "metrics": {k: float(v) for k, v in metrics.items()}}
-    paths["metrics"].write_text(json.dumps(payload, indent=2) + "\n")
+    with atomic_path(paths["metrics"]) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
     if task == "classification":
         from hicmae.training.metrics import confusion_matrix
 
@@ -63,5 +84,6 @@ def plot_confusion(cm: torch.Tensor, names: list[str], path: Path) -> None:
             ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
                     color="white" if rows[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)

@@ -33,23 +33,38 @@ def test_targets_follow_the_mask_in_ascending_order():
         assert torch.equal(target[b], patches[b][mask[b]])
 
 
-def test_contrastive_loss_is_low_for_aligned_pairs_and_high_for_shuffled():
+def _cross_entropy_diagonal(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -log softmax(row)[i] at the row's own column i, written out."""
+    log_probs = logits - logits.exp().sum(dim=1, keepdim=True).log()
+    return -log_probs.diagonal().mean()
+
+
+def test_contrastive_loss_uses_the_models_own_cosine_logits_and_trains_both_encoders():
     torch.manual_seed(0)
     model = HiCMAEPretrain(CONFIG)
-    video = torch.randn(4, 3, 4, 32, 32)
-    audio = torch.randn(4, 1, 32, 32)
+    video, audio = torch.randn(4, 3, 4, 32, 32), torch.randn(4, 1, 32, 32)
     vm, am = pretrain_masks(CONFIG, batch=4)
     out = model(video, vm, audio, am)
-    # Replace the embeddings by perfectly aligned ones: loss must be near its minimum.
-    emb = F.normalize(torch.randn(4, 64), dim=-1)
-    logits = emb @ emb.t() / 0.07
-    out.logits_video_to_audio = (logits,) * 3
-    out.logits_audio_to_video = (logits.t(),) * 3
-    aligned = hierarchical_contrastive_loss(out, 0.07)
-    shuffled = emb[[1, 2, 3, 0]]
-    out.logits_video_to_audio = (emb @ shuffled.t() / 0.07,) * 3
-    out.logits_audio_to_video = (shuffled @ emb.t() / 0.07,) * 3
-    assert aligned < 0.5 < hierarchical_contrastive_loss(out, 0.07)
+    temperature = CONFIG.contrastive_temperature
+    assert len(out.logits_video_to_audio) == len(out.logits_audio_to_video) == len(CONFIG.skip_layers)
+    for v, a, v2a, a2v in zip(out.video_embeddings, out.audio_embeddings, out.logits_video_to_audio,
+                              out.logits_audio_to_video):
+        cosine = F.cosine_similarity(v[:, None], a[None], dim=-1)  # (video i, audio j)
+        assert torch.allclose(v2a, cosine / temperature, atol=1e-4)
+        assert torch.equal(a2v, v2a.t())
+        assert v2a.abs().max() <= 1 / temperature + 1e-4
+        assert v2a.std() > 0  # not a constant matrix
+    expected = sum(0.5 * (_cross_entropy_diagonal(v2a) + _cross_entropy_diagonal(a2v))
+                   for v2a, a2v in zip(out.logits_video_to_audio, out.logits_audio_to_video))
+    loss = hierarchical_contrastive_loss(out, temperature)
+    assert torch.allclose(loss, expected, atol=1e-5)
+
+    loss.backward()
+    for encoder in (model.video_encoder, model.audio_encoder):
+        assert encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    # The contrast acts on the unimodal encoders only: fusion and decoders get no gradient from it.
+    assert all(p.grad is None for p in model.fusion.parameters())
+    assert all(p.grad is None for p in model.video_branch.parameters())
 
 
 def test_total_loss_weights_terms_as_the_original():

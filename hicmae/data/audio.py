@@ -47,19 +47,27 @@ def _beta(concentration: float, generator: torch.Generator) -> torch.Tensor:
 
 
 def spec_augment(feats: torch.Tensor, freqm: int, timem: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """SpecAugment as torchaudio's Frequency/TimeMasking (one mask each, width uniform in [0, param)), value 0."""
-    feats = feats.clone()
-    for axis, param in ((1, freqm), (0, timem)):
-        if param <= 0:
-            continue
-        size = feats.shape[axis]
-        width = int(torch.rand((), generator=generator) * param)
-        start = int(torch.rand((), generator=generator) * (size - width))
-        if axis == 1:
-            feats[:, start:start + width] = 0
-        else:
-            feats[start:start + width, :] = 0
-    return feats
+    """The original's ``FrequencyMasking(freqm)`` then ``TimeMasking(timem)`` on the (1, freq, time)
+    fbank: one band per axis, width uniform in [0, param), set to 0. ``feats`` is (time, freq)."""
+    import torchaudio.functional as AF
+
+    def mask(spec: torch.Tensor) -> torch.Tensor:
+        if freqm:
+            spec = AF.mask_along_axis(spec, freqm, 0.0, axis=1)
+        if timem:
+            spec = AF.mask_along_axis(spec, timem, 0.0, axis=2)
+        return spec
+
+    spec = feats.t().unsqueeze(0)  # (1, freq, time), the layout the original masks
+    if generator is None:
+        spec = mask(spec)
+    else:
+        # torchaudio draws from the global RNG: seed a private fork of it from our generator for reproducibility.
+        seed = int(torch.randint(2**62, (), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            spec = mask(spec)
+    return spec.squeeze(0).t().contiguous()
 
 
 def waveform_to_input(wave: torch.Tensor, target_frames: int, num_mel_bins: int, *, gain: bool = False,

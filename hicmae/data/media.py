@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".flv", ".mkv", ".mov", ".webm", ".m4v")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SAMPLE_RATE = 16000
+NO_SAMPLES = "has no audio samples (the audio is empty)"
 
 
 class VideoClip:
@@ -180,6 +181,8 @@ def audio_duration(path: str) -> float:
             info = sf.info(path)
         except Exception as exc:
             raise DataError(path, f"cannot read audio ({_short(exc)})") from None
+        if info.frames == 0:
+            raise DataError(path, NO_SAMPLES)
         return info.frames / info.samplerate
     wave, rate = _read_track(path)
     return len(wave) / rate
@@ -196,27 +199,33 @@ def _read_soundfile(path: str, start: float, end: float | None) -> tuple[np.ndar
 
     try:
         with sf.SoundFile(path) as f:
-            rate = f.samplerate
+            rate, total = f.samplerate, f.frames
             lo = min(max(round(start * rate), 0), f.frames)
             hi = f.frames if end is None else min(max(round(end * rate), lo), f.frames)
             f.seek(lo)
             data = f.read(hi - lo, dtype="float32", always_2d=True)
     except Exception as exc:
         raise DataError(path, f"cannot read audio ({_short(exc)})") from None
+    if total == 0:
+        raise DataError(path, NO_SAMPLES)
     return data.mean(axis=1), rate
 
 
 def _read_track(path: str) -> tuple[np.ndarray, int]:
     """The whole audio track of a media container, mono, at its own rate."""
     try:
-        return _read_track_pyav(path)
+        wave, rate = _read_track_pyav(path)
     except _NoAudioTrack:
         raise DataError(path, "has no audio track and no separate audio file was given") from None
-    except Exception as first:
+    except Exception as pyav_error:
         try:
-            return _read_track_decord(path)
-        except Exception:
-            raise DataError(path, f"cannot decode the audio track ({_short(first)})") from None
+            wave, rate = _read_track_decord(path)
+        except Exception as decord_error:
+            raise DataError(path, f"cannot decode the audio track (PyAV: {_short(pyav_error)}; "
+                                  f"decord: {_short(decord_error)})") from None
+    if len(wave) == 0:
+        raise DataError(path, NO_SAMPLES)
+    return wave, rate
 
 
 class _NoAudioTrack(Exception):
@@ -234,16 +243,17 @@ def _read_track_pyav(path: str) -> tuple[np.ndarray, int]:
         chunks = []
         for frame in container.decode(stream):
             data = frame.to_ndarray()
+            # Integer PCM to [-1, 1) as soundfile and torchaudio scale it; before mixing, which makes floats.
+            if data.dtype.kind == "i":
+                data = data / -float(np.iinfo(data.dtype).min)
+            elif data.dtype.kind == "u":  # 8-bit PCM is unsigned around 128
+                data = (data - 128.0) / 128.0
             if frame.format.is_planar:
                 data = data.mean(axis=0)  # (channels, samples) -> mono
             else:
                 data = data.reshape(-1, len(frame.layout.channels)).mean(axis=1)
-            if data.dtype.kind == "i":
-                data = data / float(np.iinfo(data.dtype).max)
             chunks.append(data.astype(np.float32))
-    if not chunks:
-        raise _NoAudioTrack()
-    return np.concatenate(chunks), int(rate)
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), int(rate)
 
 
 def _read_track_decord(path: str) -> tuple[np.ndarray, int]:
@@ -251,7 +261,9 @@ def _read_track_decord(path: str) -> tuple[np.ndarray, int]:
 
     # decord resamples and mixes down itself when asked for a rate; used only when PyAV failed.
     reader = decord.AudioReader(path, sample_rate=SAMPLE_RATE, mono=True)
-    return reader._array.mean(axis=0).astype(np.float32), SAMPLE_RATE
+    if reader.shape[1] == 0:
+        return np.zeros(0, np.float32), SAMPLE_RATE
+    return reader[:].asnumpy().mean(axis=0).astype(np.float32), SAMPLE_RATE
 
 
 def _short(exc: BaseException) -> str:

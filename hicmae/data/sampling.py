@@ -7,20 +7,30 @@ from __future__ import annotations
 
 import numpy as np
 
+# The original asserts more audio samples than this, and uses no segment this short.
+MIN_AUDIO_SAMPLES = 1024
+
 
 def pretrain_indices(num_frames: int, clip_len: int = 16, stride: int = 4,
                      rng: np.random.Generator | None = None) -> np.ndarray:
-    """``clip_len`` frames every ``stride``-th frame from a uniformly random start (VideoMAE's loader).
-
-    A clip shorter than ``clip_len * stride`` starts at 0 and repeats the last frame reached on the
-    stride grid, as the original does.
-    """
+    """``clip_len`` frames every ``stride``-th frame from a uniformly random start in
+    [0, n - clip_len * stride] (0 when the clip is shorter than that): VideoMAE's loader."""
     rng = rng or np.random.default_rng()
     span = clip_len * stride
     start = int(rng.integers(0, num_frames - span + 1)) if num_frames >= span else 0
-    idx = start + stride * np.arange(clip_len)
-    last_on_grid = start + stride * ((num_frames - 1 - start) // stride)
-    return np.minimum(idx, last_on_grid).astype(np.int64)
+    return pretrain_indices_from(start, num_frames, clip_len, stride)
+
+
+def pretrain_indices_from(start: int, num_frames: int, clip_len: int = 16, stride: int = 4) -> np.ndarray:
+    """The frames ``pretrain_indices`` takes from ``start``.
+
+    The original steps to the next frame only while (1-based offset) + stride < n, i.e. while the next
+    frame is at most n - 2; after that it repeats the last frame reached. So the clip's last frame is
+    never reached by a step (9 frames, stride 4: 0, 4, 4, ...), and with stride 1 a clip exactly
+    ``clip_len`` long repeats its second-to-last frame.
+    """
+    steps = max((num_frames - 2 - start) // stride, 0)  # steps the original takes before it stops
+    return (start + stride * np.minimum(np.arange(clip_len), steps)).astype(np.int64)
 
 
 def finetune_train_indices(num_frames: int, clip_len: int = 16, stride: int = 4,
@@ -59,16 +69,27 @@ def pretrain_audio_frames(indices: np.ndarray, stride: int, num_frames: int) -> 
 
 
 def relative_audio_range(first_frame: int, num_frames: int, num_samples: int, span_frames: int,
-                         sample_rate: int = 16000, clip_seconds: float = 2.56) -> tuple[int, int]:
-    """Sample range for fine-tuning: the first frame's relative position in the clip to ``span_frames``
-    later, as a fraction of the whole waveform (the original's relative timestamps).
+                         target_seconds: float = 2.56, sample_rate: int = 16000) -> tuple[int, int]:
+    """Sample range of the fine-tuning audio (the original ``load_audio``): from the relative timestamp
+    of ``first_frame`` to that of frame min(first + span, n - 1), a timestamp being idx / (n - 1) of
+    the waveform (0 for a one-frame clip).
 
-    When that range has at most 1024 samples and the whole waveform is shorter than ``clip_seconds``,
-    the whole waveform is used.
+    A segment of at most 1024 samples is replaced by the whole waveform when that is shorter than
+    ``target_seconds`` (the fbank's length: 256 frames = 2.56 s). Raises ValueError, with a reason for
+    the user, when the waveform has at most 1024 samples or a longer one yields such a short segment.
     """
-    denom = max(num_frames - 1, 1)
-    start = int(first_frame / denom * num_samples)
-    end = min(int((first_frame + span_frames) / denom * num_samples), num_samples)
-    if end - start <= 1024 and num_samples < clip_seconds * sample_rate:
+    if num_samples <= MIN_AUDIO_SAMPLES:
+        raise ValueError(f"audio has only {num_samples} samples (more than {MIN_AUDIO_SAMPLES} needed)")
+
+    def relative(idx: int) -> float:
+        return 0 if num_frames == 1 else idx / (num_frames - 1.0)
+
+    last = min(first_frame + span_frames, num_frames - 1)
+    start, end = int(relative(first_frame) * num_samples), int(relative(last) * num_samples)
+    if end - start > MIN_AUDIO_SAMPLES:
+        return start, end
+    if num_samples < target_seconds * sample_rate:
         return 0, num_samples
-    return start, end
+    raise ValueError(f"audio segment of frames {first_frame}..{last} (of {num_frames}) has only {end - start} "
+                     f"samples (more than {MIN_AUDIO_SAMPLES} needed), and the audio is too long ({num_samples} "
+                     f"samples, >= {target_seconds} s) to use whole; do the video and audio belong together?")

@@ -30,12 +30,12 @@ def normalise(video: torch.Tensor) -> torch.Tensor:
     return (video - mean) / std
 
 
-def resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (3, T, H, W) to ``size`` (antialiased when shrinking, like PIL)."""
-    if tuple(video.shape[-2:]) == tuple(size):
-        return video
-    out = F.interpolate(video.transpose(0, 1), size=size, mode="bilinear", align_corners=False, antialias=True)
-    return out.transpose(0, 1)
+def pil_resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """PIL bilinear resize of (T, H, W, 3) uint8 frames to ``size`` squares, on uint8 as the original
+    does (its result is rounded to uint8, and PIL's filter widens when shrinking)."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
 
 
 # ---------------------------------------------------------------------------------------------- pretraining
@@ -67,12 +67,11 @@ def multi_scale_crop_box(width: int, height: int, out_size: int, rng: np.random.
 
 
 def pretrain_video(frames: np.ndarray, img_size: int, rng: np.random.Generator, vox_crop: bool = False) -> torch.Tensor:
-    """VoxCeleb2 crop (optional), one multi-scale crop for all frames, resize, normalise."""
+    """VoxCeleb2 crop (optional), one multi-scale crop for all frames, PIL bilinear resize, normalise."""
     if vox_crop:
         frames = voxceleb2_crop(frames, img_size)
     left, top, cw, ch = multi_scale_crop_box(frames.shape[2], frames.shape[1], img_size, rng)
-    video = to_tensor(frames[:, top:top + ch, left:left + cw])
-    return normalise(resize(video, (img_size, img_size)))
+    return normalise(to_tensor(pil_resize(frames[:, top:top + ch, left:left + cw], img_size)))
 
 
 # ---------------------------------------------------------------------------------------------- fine-tuning
@@ -172,6 +171,6 @@ def finetune_train_video(frames: np.ndarray, img_size: int, generator: torch.Gen
 
 
 def finetune_eval_video(frames: np.ndarray, img_size: int) -> torch.Tensor:
-    """Validation / test: resize every frame to an ``img_size`` square (aspect not kept), normalise.
-    (The original's centre crop and its spatial test crops are then the whole frame.)"""
-    return normalise(resize(to_tensor(frames), (img_size, img_size)))
+    """Validation / test: PIL bilinear resize of every frame to an ``img_size`` square (aspect not kept),
+    normalise. (The original's centre crop and its spatial test crops are then the whole frame.)"""
+    return normalise(to_tensor(pil_resize(frames, img_size)))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hicmae.data.datasets import ClipSpec, PretrainDataset
+from hicmae.data.datasets import PretrainDataset
 from hicmae.data.demo import make_clip, make_demo_data
 from hicmae.data.manifest import read_manifest
 from hicmae.data.media_writer import write_mp4
@@ -34,7 +34,7 @@ def make_vox_like(out: Path, n: int, seconds: float = 8.0) -> Path:
 
 
 def measure(manifest: Path, workers: int, samples: int, vox_crop: bool) -> tuple[float, float]:
-    ds = PretrainDataset(read_manifest(manifest), ClipSpec(), voxceleb2_crop=vox_crop, on_bad_sample="raise")
+    ds = PretrainDataset(read_manifest(manifest), voxceleb2_crop=vox_crop, on_bad_sample="raise")
     if workers == 0:  # in-process: also count decoded frames
         from hicmae.data import media
 

@@ -25,14 +25,14 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from hicmae.data.datasets import ClipSpec
     from hicmae.data.validate import validate_manifest
     from hicmae.errors import DataError
+    from hicmae.models.config import ModelConfig
 
-    spec = ClipSpec(num_frames=args.num_frames, sampling_rate=args.sampling_rate)
     split = lambda s: [x.strip() for x in s.split(",")] if s else None  # noqa: E731
     try:
-        results = validate_manifest(args.manifest, args.root, args.task, args.workers, spec,
+        results = validate_manifest(args.manifest, args.root, args.task, args.workers,
+                                    ModelConfig(num_frames=args.num_frames), sampling_rate=args.sampling_rate,
                                     class_names=split(args.classes), target_columns=split(args.targets))
     except DataError as err:
         if args.json:

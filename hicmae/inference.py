@@ -4,7 +4,8 @@ The clips go through the fine-tuning pipeline's test mode (REFERENCE.md 9.4): fr
 stride in ``num_segments`` temporal windows, each with its own aligned audio; per-view scores are
 merged per clip as the original does (softmax, then the mean over views). The original's two spatial
 crops are identical (frames are resized to a square first), so one crop gives the same result at half
-the cost.
+the cost. Unlike the original's test loader, no random gain is applied to the audio: the same video
+always gets the same scores.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Predictor:
         self.num_segments = num_segments
 
     def _dataset(self, videos: Sequence[str], audios: Sequence[str | None]):
-        from hicmae.data.datasets import ClipSpec, FinetuneDataset
+        from hicmae.data.datasets import FinetuneDataset
         from hicmae.data.manifest import Manifest, Row
 
         # The test pipeline wants a label per row; predictions never read it.
@@ -72,10 +73,11 @@ class Predictor:
                 for i, (v, a) in enumerate(zip(videos, audios))]
         manifest = Manifest(path="<predict>", rows=rows,
                             label_columns=self.names if self.task == "regression" else ["label"])
-        spec = ClipSpec.from_model_config(self.model.config, sampling_rate=self.sampling_rate)
-        return FinetuneDataset(manifest, spec, task=self.task, mode="test",
-                               class_names=None if self.task == "regression" else self.names,
-                               test_num_segment=self.num_segments, test_num_crop=1, on_bad_sample="raise")
+        # Deterministic scores: without the original's random test-time gain on the audio.
+        return FinetuneDataset(manifest, self.model.config, sampling_rate=self.sampling_rate, task=self.task,
+                               mode="test", class_names=None if self.task == "regression" else self.names,
+                               eval_gain_augment=False, test_num_segment=self.num_segments, test_num_crop=1,
+                               on_bad_sample="raise")
 
     @torch.no_grad()
     def predict(self, videos: Sequence[str | os.PathLike], audios: Sequence[str | os.PathLike | None] | None = None,

@@ -5,6 +5,7 @@ import torch
 
 from hicmae.data import HiCMAEDataModule, make_demo_data
 from hicmae.data.mixup import VideoMixup
+from hicmae.errors import ConfigError
 
 SIZES = dict(img_size=32, num_frames=4, audio_frames=64, mel_bins=32, patch_size=16, tubelet_size=2)
 
@@ -45,6 +46,20 @@ def test_regression_datamodule_exposes_targets(demo):
     assert dm.num_classes == 2 and dm.target_names == ["arousal", "valence"] and dm.mixup_fn is None
     b = next(iter(dm.train_dataloader()))
     assert b["label"].shape == (2, 2) and b["label"].dtype == torch.float32
+
+
+def test_training_and_testing_on_one_manifest_with_folds_needs_a_fold(demo):
+    csv = str(demo / "finetune.csv")
+    dm = HiCMAEDataModule(csv, test_manifest=csv, task="classification", num_workers=0, **SIZES)
+    with pytest.raises(ConfigError, match=r"folds 0, 1, 2.*--data\.fold K"):
+        dm.setup("fit")
+    dm = HiCMAEDataModule(csv, test_manifest=csv, task="classification", num_workers=0, fold=2, **SIZES)
+    dm.setup("fit")
+    train = {r.video for r in dm.train_dataset.manifest.rows}
+    assert train and train.isdisjoint(r.video for r in dm.test_dataset.manifest.rows)
+    # A manifest without folds (e.g. an original split file) and separate test files need none.
+    HiCMAEDataModule(csv, test_manifest=str(demo / "pretrain.csv"), task="classification", num_workers=0,
+                     **SIZES).setup("fit")
 
 
 def _batch():

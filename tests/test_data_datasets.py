@@ -7,14 +7,15 @@ from torch.utils.data import DataLoader
 
 from hicmae.data import audio as A
 from hicmae.data import sampling as S
-from hicmae.data.datasets import ClipSpec, FinetuneDataset, PretrainDataset
+from hicmae.data.datasets import FinetuneDataset, PretrainDataset
 from hicmae.data.manifest import read_manifest
 from hicmae.data.media import load_audio
 from hicmae.errors import DataError
+from hicmae.models import ModelConfig
 
 from conftest import FPS, decoded_indices, write_csv
 
-SPEC = ClipSpec(img_size=64, num_frames=8, audio_frames=320, mel_bins=64, patch_size=16)
+SPEC = ModelConfig(img_size=64, num_frames=8, audio_size=(320, 64), patch_size=16)
 
 
 def manifest(tmp_path, rows, header=("video", "audio", "label")):
@@ -26,8 +27,8 @@ def test_pretrain_sample_shapes_types_ranges(media, tmp_path):
     s = ds.get(0, seed=1)
     assert s["video"].shape == (3, 8, 64, 64) and s["video"].dtype == torch.float32
     assert s["audio"].shape == (1, 320, 64) and s["audio"].dtype == torch.float32
-    assert s["video_mask"].shape == (SPEC.model_config().num_video_tokens,) and s["video_mask"].dtype == torch.bool
-    assert s["audio_mask"].sum() == SPEC.model_config().num_audio_masked
+    assert s["video_mask"].shape == (SPEC.num_video_tokens,) and s["video_mask"].dtype == torch.bool
+    assert s["audio_mask"].sum() == SPEC.num_audio_masked
     assert s["index"] == 0 and s["label"].dtype == torch.int64
     assert -2.2 < s["video"].min() and s["video"].max() < 2.7 and s["audio"].abs().max() < 3
 
@@ -81,12 +82,33 @@ def test_finetune_modes(media, tmp_path):
 
 
 def test_finetune_audio_uses_relative_timestamps(media, tmp_path):
-    ds = FinetuneDataset(manifest(tmp_path, [(media.video, media.wav, "a")]), SPEC, mode="val")
-    s = ds.get(0, 4)
-    first = decoded_indices(s["video"])[0]
-    lo, hi = S.relative_audio_range(first, media.n_frames, 64000, 32, clip_seconds=32 / 25)
-    expected = A.waveform_to_input(load_audio(str(media.wav), lo / 16000, hi / 16000), 320, 64)
-    torch.testing.assert_close(s["audio"], expected, atol=1e-4, rtol=1e-4)
+    m = manifest(tmp_path, [(media.video, media.wav, "a")])
+    ds = FinetuneDataset(m, SPEC, mode="val", eval_gain_augment=False)
+    wave = load_audio(str(media.wav))
+    assert wave.numel() == 64000
+    for seed in (4, 5):
+        s = ds.get(0, seed)
+        first = decoded_indices(s["video"])[0]
+        # 100 frames over 64000 samples: frame i sits at i / 99 of the wav; the segment spans 8 x 4 frames.
+        lo, hi = int(first / 99 * 64000), int(min(first + 32, 99) / 99 * 64000)
+        expected = A.waveform_to_input(wave[lo:hi], 320, 64)
+        torch.testing.assert_close(s["audio"], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_evaluation_applies_the_original_random_gain_unless_turned_off(media, tmp_path):
+    m = manifest(tmp_path, [(media.video, media.wav, "a")])
+    plain = FinetuneDataset(m, SPEC, mode="test", eval_gain_augment=False).get(0, 0)["audio"]
+    gained = FinetuneDataset(m, SPEC, mode="test")
+    a, b = gained.get(0, 0)["audio"], gained.get(0, 1)["audio"]
+    assert torch.equal(a, gained.get(0, 0)["audio"])  # same key, same gain
+    # A gain g multiplies the power spectrum by g^2: every log-mel value of the signal (not of the zero
+    # padding) moves by ln(g^2) / (2 * std), with g in [0.5, 1.5].
+    signal = ~torch.isclose(plain[0], torch.tensor(4.2677393 / (2 * 4.5689974))).all(dim=1)
+    assert 0 < signal.sum() < signal.numel()
+    for audio in (a, b):
+        shift = (audio - plain)[0, signal]
+        assert shift.std() < 1e-3 and 1e-4 < shift.mean().abs() <= np.log(1.5) / 4.5689974 + 1e-4
+    assert not torch.allclose(a, b)
 
 
 def test_multilabel_and_regression_labels(media, tmp_path):

@@ -6,21 +6,27 @@ recipe (160 px, 16 frames, 256 x 128 fbank, patch 16, tubelet 2, masks 0.9 / 0.8
 plain type so a LightningCLI YAML can set it.
 
 Folds: with a ``fold`` column in the manifest, ``fold=k`` trains on the rows with fold != k and
-validates / tests on fold == k (the same manifest may be given for all three).
+validates / tests on fold == k (the same manifest may be given for all three, and then a ``fold`` must
+be chosen). Manifests without the column (e.g. the original split files, one folder per fold) need none.
+
+Order and randomness: every loader draws its samples through a :class:`~hicmae.data.sampler.ClipSampler`,
+so each process reads its own share and every random draw is keyed on (seed, epoch, rank, sample).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
-from hicmae.data.datasets import ClipSpec, FinetuneDataset, PretrainDataset
+from hicmae.data.datasets import FinetuneDataset, PretrainDataset
 from hicmae.data.manifest import read_manifest
 from hicmae.data.mixup import VideoMixup
+from hicmae.data.sampler import ClipSampler, process_group
 from hicmae.errors import ConfigError
+from hicmae.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,7 @@ class HiCMAEDataModule(pl.LightningDataModule):
         flip_prob: float = 0.5,
         erase_prob: float = 0.25,
         gain_augment: bool = True,
+        eval_gain_augment: bool = True,
         freqm: int = 0,
         timem: int = 0,
         # Mixup / CutMix (classification only; 0 for both turns it off)
@@ -78,42 +85,57 @@ class HiCMAEDataModule(pl.LightningDataModule):
         # bad input
         on_bad_sample: str | None = None,
         max_bad_fraction: float = 0.01,
+        bad_sample_check_interval: int = 50,
         seed: int = 0,
     ):
         super().__init__()
         if task not in TASKS:
             raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
         self.save_hyperparameters()
-        self.spec = ClipSpec(img_size=img_size, num_frames=num_frames, audio_frames=audio_frames, mel_bins=mel_bins,
-                             patch_size=patch_size, tubelet_size=tubelet_size, video_mask_ratio=video_mask_ratio,
-                             audio_mask_ratio=audio_mask_ratio, sampling_rate=sampling_rate, folder_fps=folder_fps)
-        self.spec.model_config()  # fail early on inconsistent sizes
+        # The input sizes as the model sees them (the CLI links these arguments to the model's config).
+        self.model_config = ModelConfig(img_size=img_size, num_frames=num_frames, audio_size=(audio_frames, mel_bins),
+                                        patch_size=patch_size, tubelet_size=tubelet_size,
+                                        video_mask_ratio=video_mask_ratio, audio_mask_ratio=audio_mask_ratio)
         # Default policy: long unlabeled pretraining runs skip bad clips; labelled fine-tuning raises.
         self.on_bad_sample = on_bad_sample or ("skip" if task == "pretrain" else "raise")
         self.train_dataset = self.val_dataset = self.test_dataset = None
         self.class_names: list[str] | None = list(class_names) if class_names else None
         self.target_names: list[str] | None = None
+        self._train_batches = 0
 
     # ------------------------------------------------------------------ datasets
     def _manifest(self, path, stage):
-        manifest = read_manifest(path, self.hparams.root, self.hparams.target_columns)
-        if self.hparams.fold is not None:
-            manifest = manifest.select_folds(exclude=[self.hparams.fold]) if stage == "train" else \
-                manifest.select_folds(include=[self.hparams.fold])
-        return manifest
+        h = self.hparams
+        manifest = read_manifest(path, h.root, h.target_columns)
+        if h.fold is None:
+            return manifest
+        return manifest.select_folds(exclude=[h.fold]) if stage == "train" else manifest.select_folds(include=[h.fold])
+
+    def _check_fold_chosen(self) -> None:
+        """Training and evaluating on one manifest with folds needs a fold: otherwise the test clips train."""
+        h = self.hparams
+        if h.fold is not None or h.task == "pretrain" or h.train_manifest not in (h.val_manifest, h.test_manifest):
+            return
+        folds = sorted({r.fold for r in self.train_dataset.manifest.rows if r.fold is not None})
+        if folds:
+            raise ConfigError(f"{h.train_manifest} has a 'fold' column (folds {', '.join(map(str, folds))}) and is "
+                              "used for training and evaluation: choose the test fold with data.fold (--data.fold K), "
+                              "or run every fold with `hicmae kfold`")
 
     def _dataset(self, path, mode):
         h = self.hparams
-        common = dict(on_bad_sample=self.on_bad_sample, max_bad_fraction=h.max_bad_fraction, seed=h.seed)
+        # Under DDP no single process sees every bad draw: check_bad_samples() enforces the limit on the sum.
+        common = dict(sampling_rate=h.sampling_rate, folder_fps=h.folder_fps, on_bad_sample=self.on_bad_sample,
+                      max_bad_fraction=h.max_bad_fraction, enforce_bad_limit=process_group()[0] == 1, seed=h.seed)
         manifest = self._manifest(path, mode)
         if h.task == "pretrain":
-            return PretrainDataset(manifest, self.spec, voxceleb2_crop=h.voxceleb2_crop, gain_augment=h.gain_augment,
-                                   class_names=self.class_names, **common)
-        return FinetuneDataset(manifest, self.spec, task=h.task, mode=mode, class_names=self.class_names,
+            return PretrainDataset(manifest, self.model_config, voxceleb2_crop=h.voxceleb2_crop,
+                                   gain_augment=h.gain_augment, class_names=self.class_names, **common)
+        return FinetuneDataset(manifest, self.model_config, task=h.task, mode=mode, class_names=self.class_names,
                                rand_augment=h.rand_augment, rrc_scale=h.rrc_scale, rrc_ratio=h.rrc_ratio,
                                flip_prob=h.flip_prob, erase_prob=h.erase_prob, gain_augment=h.gain_augment,
-                               freqm=h.freqm, timem=h.timem, test_num_segment=h.test_num_segment,
-                               test_num_crop=h.test_num_crop, **common)
+                               eval_gain_augment=h.eval_gain_augment, freqm=h.freqm, timem=h.timem,
+                               test_num_segment=h.test_num_segment, test_num_crop=h.test_num_crop, **common)
 
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
@@ -121,6 +143,8 @@ class HiCMAEDataModule(pl.LightningDataModule):
             self.train_dataset = self._dataset(h.train_manifest, "train")
             self.class_names = self.class_names or getattr(self.train_dataset, "class_names", None)
             self.target_names = getattr(self.train_dataset, "target_names", None)
+        if stage in ("fit", None) and self.train_dataset is not None:
+            self._check_fold_chosen()
         if h.val_manifest and self.val_dataset is None:
             self.val_dataset = self._dataset(h.val_manifest, "val")
             self.class_names = self.class_names or getattr(self.val_dataset, "class_names", None)
@@ -137,27 +161,28 @@ class HiCMAEDataModule(pl.LightningDataModule):
         return len(self.class_names) if self.class_names else None
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset, train: bool) -> DataLoader:
         h = self.hparams
         workers = h.num_workers
-        return DataLoader(dataset, batch_size=h.batch_size, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=workers, pin_memory=h.pin_memory and _has_accelerator(),
+        # drop_last (training) keeps Mixup's even batches and pretraining's equal batch sizes.
+        return DataLoader(dataset, batch_size=h.batch_size, sampler=ClipSampler(dataset, train=train, seed=h.seed),
+                          drop_last=train, num_workers=workers, pin_memory=h.pin_memory and torch.cuda.is_available(),
                           persistent_workers=h.persistent_workers and workers > 0,
                           prefetch_factor=2 if workers > 0 else None)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise ConfigError("no train_manifest given")
-        # drop_last keeps Mixup's even batches and pretraining's equal batch sizes.
-        return self._loader(self.train_dataset, shuffle=True, drop_last=True)
+        self._train_batches = 0
+        return self._loader(self.train_dataset, train=True)
 
     def val_dataloader(self):
-        return [] if self.val_dataset is None else self._loader(self.val_dataset, shuffle=False, drop_last=False)
+        return [] if self.val_dataset is None else self._loader(self.val_dataset, train=False)
 
     def test_dataloader(self):
         if self.test_dataset is None:
             raise ConfigError("no test_manifest given")
-        return self._loader(self.test_dataset, shuffle=False, drop_last=False)
+        return self._loader(self.test_dataset, train=False)
 
     def predict_dataloader(self):
         return self.test_dataloader()
@@ -180,16 +205,35 @@ class HiCMAEDataModule(pl.LightningDataModule):
                                      multi_label=h.task == "multilabel")
         return self._mixup
 
+    # ------------------------------------------------------------------ bad samples over all processes
     def bad_sample_counts(self) -> dict:
-        """Draws and skipped bad draws of the training set so far (shared across its workers)."""
+        """Draws and skipped bad draws of this process's training set so far (shared across its workers)."""
         ds = self.train_dataset
         return {} if ds is None else {"draws": ds.policy.draws, "bad": ds.policy.bad}
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        trainer = self.trainer
+        if trainer is not None and trainer.training and self.train_dataset is not None:
+            self._train_batches += 1
+            last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+            if self._train_batches % self.hparams.bad_sample_check_interval == 0 or last:
+                self.check_bad_samples()
+        return batch
 
-def _has_accelerator() -> bool:
-    import torch
+    def check_bad_samples(self) -> None:
+        """Sum the bad-draw counts of every process and stop every process together past the limit.
 
-    return torch.cuda.is_available()
+        A collective: under DDP every process calls it at the same training batch (they run equally many).
+        """
+        counts = self.bad_sample_counts()
+        if not counts or self.on_bad_sample != "skip":
+            return
+        draws, bad = counts["draws"], counts["bad"]
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            total = torch.tensor([draws, bad], dtype=torch.float64, device=trainer.strategy.root_device)
+            draws, bad = (int(v) for v in trainer.strategy.reduce(total, reduce_op="sum").tolist())
+        self.train_dataset.policy.check_limit(draws, bad, self.train_dataset.manifest.path, where=" over all processes")
 
 
 __all__ = ["HiCMAEDataModule"]

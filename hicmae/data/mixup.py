@@ -4,12 +4,19 @@ The video ``(B, 3, T, H, W)`` is viewed as ``(B, 3*T, H, W)`` for timm so a CutM
 same (H, W) region of every frame. With ``mix_audio=True`` the audio is blended with the same
 partner (the batch reversed) and the same coefficient lambda — for CutMix, the box's area-corrected
 lambda — because pasting a spectrogram box has no meaning a label could follow.
+
+timm draws lambda and the box from numpy's global generator, which is the same on every DDP process;
+the caller passes a ``seed`` (the training module keys it on rank and batch) and the draw runs under it.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from timm.data.mixup import Mixup, mixup_target
+
+from hicmae.data.transforms import seeded_globals
 
 
 class VideoMixup:
@@ -21,20 +28,22 @@ class VideoMixup:
         self._timm = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=prob, switch_prob=switch_prob,
                            mode=mode, label_smoothing=label_smoothing, num_classes=num_classes, multi_label=multi_label)
 
-    def __call__(self, batch: dict) -> dict:
-        """Mix ``batch["video"]`` (and ``audio`` if asked) in place; ``label`` becomes soft targets."""
+    def __call__(self, batch: dict, seed: int | None = None) -> dict:
+        """Mix ``batch["video"]`` (and ``audio`` if asked) in place; ``label`` becomes soft targets.
+        Lambda and the box are drawn under ``seed`` (numpy's global generator when None)."""
         video = batch["video"]
         if video.shape[0] % 2:
             raise ValueError(f"Mixup needs an even batch size, got {video.shape[0]} (use drop_last)")
         b, c, t, h, w = video.shape
         flat = video.reshape(b, c * t, h, w)
         mode = self._timm.mode
-        if mode == "elem":
-            lam = self._timm._mix_elem(flat)
-        elif mode == "pair":
-            lam = self._timm._mix_pair(flat)
-        else:
-            lam = self._timm._mix_batch(flat)
+        with seeded_globals(seed) if seed is not None else nullcontext():
+            if mode == "elem":
+                lam = self._timm._mix_elem(flat)
+            elif mode == "pair":
+                lam = self._timm._mix_pair(flat)
+            else:
+                lam = self._timm._mix_batch(flat)
         batch["video"] = flat.reshape(b, c, t, h, w)
         if self.mix_audio:
             weight = lam if isinstance(lam, float) else lam.view(-1, 1, 1, 1).to(batch["audio"].dtype)

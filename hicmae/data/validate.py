@@ -11,9 +11,10 @@ import logging
 import multiprocessing
 from dataclasses import replace
 
-from hicmae.data.datasets import ClipSpec, FinetuneDataset, PretrainDataset
+from hicmae.data.datasets import FinetuneDataset, PretrainDataset
 from hicmae.data.manifest import Manifest, encode_labels, class_names_of, read_manifest
 from hicmae.errors import DataError
+from hicmae.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +42,21 @@ def _check(index: int) -> dict:
 
 
 def validate_manifest(manifest_path: str, root: str | None = None, task: str = "pretrain", workers: int = 1,
-                      spec: ClipSpec | None = None, class_names: list[str] | None = None,
-                      target_columns: list[str] | None = None) -> list[dict]:
+                      config: ModelConfig | None = None, *, sampling_rate: int = 4,
+                      class_names: list[str] | None = None, target_columns: list[str] | None = None) -> list[dict]:
     """One ``{"row", "video", "audio", "ok", "error"}`` dict per manifest row (``row`` is 0-based).
 
     Manifest-level problems (missing file or columns) raise DataError.
     """
     manifest = read_manifest(manifest_path, root, target_columns)
-    spec = spec or ClipSpec()
     label_errors = _label_errors(manifest, task, class_names)
     if task == "pretrain":
-        dataset = PretrainDataset(_with_safe_labels(manifest, label_errors), spec, on_bad_sample="raise",
-                                  class_names=class_names)
+        dataset = PretrainDataset(_with_safe_labels(manifest, label_errors), config, sampling_rate=sampling_rate,
+                                  on_bad_sample="raise", class_names=class_names)
     else:
         names = None if task == "regression" else (class_names or class_names_of(manifest))
-        dataset = FinetuneDataset(_with_safe_labels(manifest, label_errors), spec, task=task, mode="val",
-                                  class_names=names, on_bad_sample="raise")
+        dataset = FinetuneDataset(_with_safe_labels(manifest, label_errors), config, sampling_rate=sampling_rate,
+                                  task=task, mode="val", class_names=names, on_bad_sample="raise")
     dataset.manifest = manifest
     dataset.label_errors = label_errors
     indices = range(len(manifest))

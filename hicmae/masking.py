@@ -15,13 +15,14 @@ def random_mask(num_tokens: int, num_masked: int, *, batch: int | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Hide ``num_masked`` of ``num_tokens`` positions uniformly at random, independently per row.
 
-    Returns ``(num_tokens,)`` or, with ``batch``, ``(batch, num_tokens)``.
+    Returns ``(num_tokens,)`` or, with ``batch``, ``(batch, num_tokens)``, on the generator's device.
     """
     if not 0 <= num_masked <= num_tokens:
         raise ValueError(f"cannot mask {num_masked} of {num_tokens} tokens")
     rows = 1 if batch is None else batch
-    order = torch.rand(rows, num_tokens, generator=generator).argsort(dim=1)
-    mask = torch.zeros(rows, num_tokens, dtype=torch.bool)
+    device = generator.device if generator is not None else None
+    order = torch.rand(rows, num_tokens, generator=generator, device=device).argsort(dim=1)
+    mask = torch.zeros(rows, num_tokens, dtype=torch.bool, device=device)
     mask.scatter_(1, order[:, :num_masked], True)
     return mask[0] if batch is None else mask
 

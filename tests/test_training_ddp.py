@@ -1,74 +1,60 @@
-"""Two CPU processes (gloo): gathered contrastive loss and gradients equal one process over the global batch;
-fine-tuning metrics count every test clip exactly once."""
-
-import os
-import socket
+"""Two CPU processes (gloo) under Lightning's DDP: the gathered contrastive loss trains as one process over the
+global batch; fine-tuning metrics count every test clip exactly once."""
 
 import pytest
+import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from hicmae.training import PretrainModule
-from training_helpers import TINY, SyntheticClips, tiny_config
+from training_helpers import TINY, SyntheticClips, loader, tiny_config
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class FirstStep(pl.Callback):
+    """Saves each process's loss and gradients (after DDP's all-reduce) at the first optimiser step."""
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+        self.loss = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.loss = float(outputs["loss"])
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None}
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save({"loss": self.loss, "grads": self.grads}, self.out_dir / f"rank{trainer.global_rank}.pt")
 
 
-def _batch(n: int = 8) -> dict:
-    data = SyntheticClips(n, tiny_config(), pretrain=True)
-    return {k: torch.stack([data[i][k] for i in range(n)]) for k in ("video", "audio", "video_mask", "audio_mask")}
+def _first_step(tmp_path, devices: int, gather: bool) -> list[dict]:
+    out = tmp_path / f"{devices}_{gather}"
+    out.mkdir()
+    pl.seed_everything(0)
+    module = PretrainModule("tiny", TINY, contrastive_gather=gather, warmup_steps=0)
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
+                         max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[FirstStep(out)])
+    # 8 clips: one batch of 8 on one process, or 4 per process (Lightning's DistributedSampler: 0 2 4 6 | 1 3 5 7).
+    trainer.fit(module, loader(SyntheticClips(8, tiny_config(), pretrain=True), batch_size=8 // devices))
+    return [torch.load(out / f"rank{r}.pt") for r in range(devices)]
 
 
-def _loss_and_grads(module: PretrainModule, batch: dict) -> tuple[float, dict]:
-    module.zero_grad()
-    loss = module._step(batch)[0]["loss"]
-    loss.backward()
-    return loss.item(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
-
-
-def _worker(rank: int, port: int, gather: bool, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    torch.manual_seed(0)
-    module = PretrainModule("tiny", TINY, contrastive_gather=gather)
-    batch = {k: v[rank * 4:(rank + 1) * 4] for k, v in _batch().items()}
-    loss, grads = _loss_and_grads(module, batch)
-    # What DDP does: average the loss for reporting, average the gradients.
-    loss_t = torch.tensor(loss)
-    dist.all_reduce(loss_t)
-    for g in grads.values():
-        dist.all_reduce(g)
-        g /= 2
-    if rank == 0:
-        torch.save({"loss": loss_t.item() / 2, "grads": grads}, out)
-    dist.destroy_process_group()
-
-
-def _two_process(tmp_path, gather: bool) -> dict:
-    out = str(tmp_path / f"ddp_{gather}.pt")
-    mp.spawn(_worker, args=(_free_port(), gather, out), nprocs=2, join=True)
-    return torch.load(out)
-
-
-def test_gathered_contrastive_loss_and_grads_equal_one_process_over_the_global_batch(tmp_path):
-    torch.manual_seed(0)
-    single = PretrainModule("tiny", TINY)
-    loss, grads = _loss_and_grads(single, _batch())
-    ddp = _two_process(tmp_path, gather=True)
-    assert ddp["loss"] == pytest.approx(loss, rel=1e-5)
-    assert set(ddp["grads"]) == set(grads)
-    for name, g in grads.items():
-        assert torch.allclose(ddp["grads"][name], g, rtol=1e-4, atol=1e-6), name
-    # The original's local-only negatives differ: the test can tell the two apart.
-    local = _two_process(tmp_path, gather=False)
-    assert abs(local["loss"] - loss) > 1e-3
+def test_gathered_contrastive_loss_trains_as_one_process_over_the_global_batch(tmp_path):
+    (single,) = _first_step(tmp_path, 1, gather=False)
+    gathered = _first_step(tmp_path, 2, gather=True)
+    # Each process's loss covers its own clips against the global batch: their mean is the global loss, and
+    # DDP's averaged gradients are the global batch's.
+    assert (gathered[0]["loss"] + gathered[1]["loss"]) / 2 == pytest.approx(single["loss"], rel=1e-5)
+    for rank in (0, 1):
+        assert gathered[rank]["grads"].keys() == single["grads"].keys()
+        for name, grad in single["grads"].items():
+            torch.testing.assert_close(gathered[rank]["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    # The original's per-process negatives give other gradients: the test can tell the two apart.
+    local = _first_step(tmp_path, 2, gather=False)
+    differs = [not torch.allclose(local[0]["grads"][n], g, rtol=1e-4, atol=1e-6) for n, g in single["grads"].items()]
+    assert any(differs)
 
 
 def test_finetuning_metrics_under_ddp_count_each_test_clip_once(tmp_path):

@@ -1,4 +1,5 @@
-"""Resume after a mid-epoch stop reproduces an uninterrupted run; checkpoints are written atomically."""
+"""Resume after a mid-epoch stop reproduces an uninterrupted run without reloading what was trained; a resume
+that cannot be placed stops with the way out; checkpoints are written atomically."""
 
 import os
 
@@ -6,10 +7,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from hicmae.errors import CheckpointError
 from hicmae.training import PretrainModule
 from hicmae.training.callbacks import AtomicCheckpoint
 from hicmae.training.resumable import ResumableData
-from training_helpers import TINY, SyntheticClips, loader, tiny_config
+from training_helpers import TINY, SyntheticClips, make_tiny_demo, tiny_datamodule, tiny_config
 
 
 class LossRecorder(pl.Callback):
@@ -46,19 +48,6 @@ def _run(root, max_steps, ckpt_path=None, stop_at=None):
     return recorder.losses, trainer
 
 
-@pytest.mark.slow
-def test_resume_mid_epoch_continues_exactly(tmp_path):
-    full, _ = _run(tmp_path / "full", 9)
-    first, _ = _run(tmp_path / "cut", 9, stop_at=3)  # stops inside epoch 0 (5 batches per epoch)
-    assert sorted(first) == [1, 2, 3]
-    assert (tmp_path / "cut" / "checkpoints" / "last.ckpt").exists()
-    resumed, trainer = _run(tmp_path / "cut", 9, ckpt_path="last")
-    assert sorted(resumed) == list(range(4, 10))  # crosses into epoch 1 (new shuffle) as well
-    for step, loss in resumed.items():
-        assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
-    assert trainer.global_step == 9
-
-
 def _failing_save(trainer, path):
     """Fault injection: the process dies half-way through writing ``path``."""
 
@@ -90,33 +79,62 @@ def test_a_crash_while_saving_leaves_the_previous_last_ckpt_intact(tmp_path):
                 and not p.startswith("epoch=")]
 
 
-def _run_real(root, data_root, max_steps, ckpt_path=None, stop_at=None):
-    from training_helpers import tiny_datamodule
-
+def _run_real(root, data_root, max_steps, ckpt_path=None, stop_at=None, restart_epoch=False, **data):
     pl.seed_everything(0)
     recorder = LossRecorder()
     extra = [StopAt(stop_at)] if stop_at else []
     trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, default_root_dir=root, logger=False,
-                         callbacks=[AtomicCheckpoint(every_n_train_steps=1), ResumableData(), recorder, *extra],
+                         callbacks=[AtomicCheckpoint(every_n_train_steps=1), ResumableData(restart_epoch), recorder,
+                                    *extra],
                          deterministic=True, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0)
     module = PretrainModule("tiny", TINY, base_lr=0.5, warmup_steps=2, probe_num_classes=0)
-    dm = tiny_datamodule(data_root, task="pretrain", batch_size=4, num_workers=0, persistent_workers=False)
+    dm = tiny_datamodule(data_root, task="pretrain", **{"batch_size": 4, "num_workers": 0, **data})
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    return recorder.losses
+    return recorder.losses, dm
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tiny_demo(tmp_path_factory.mktemp("data"), num_clips=12)
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_with_real_files_repeats_the_same_augmented_batches(tmp_path):
-    """Real mp4/wav through the data module: crops, gains and masks after resuming equal the uninterrupted
-    run's, so the losses do too (3 batches per epoch; stop inside epoch 1, finish in epoch 2)."""
-    from training_helpers import make_tiny_demo
-
-    data = make_tiny_demo(tmp_path / "data", num_clips=12)
-    full = _run_real(tmp_path / "full", data, 7)
-    first = _run_real(tmp_path / "cut", data, 7, stop_at=4)
+def test_resume_mid_epoch_with_persistent_workers_repeats_the_same_augmented_batches(data, tmp_path):
+    """Real mp4/wav through the data module and two persistent workers: crops, gains and masks after resuming
+    equal the uninterrupted run's, so the losses do too (3 batches per epoch; stop inside epoch 1, finish in
+    epoch 2)."""
+    workers = dict(num_workers=2, persistent_workers=True)
+    full, _ = _run_real(tmp_path / "full", data, 7, **workers)
+    first, _ = _run_real(tmp_path / "cut", data, 7, stop_at=4, **workers)
     assert sorted(first) == [1, 2, 3, 4]
-    resumed = _run_real(tmp_path / "cut", data, 7, ckpt_path="last")
+    resumed, _ = _run_real(tmp_path / "cut", data, 7, ckpt_path="last", **workers)
     assert sorted(resumed) == list(range(5, 8))
     for step, loss in resumed.items():
         assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+
+
+@pytest.mark.slow
+def test_resume_loads_only_the_clips_not_yet_trained_on(data, tmp_path):
+    """Stopped after 2 of 3 batches of epoch 1, the resumed run decodes the last batch of epoch 1 and the
+    3 of epoch 2: 4 batches of 4 clips, not the 2 already trained (the skip happens in the sampler)."""
+    _run_real(tmp_path, data, 5, stop_at=5)
+    _, dm = _run_real(tmp_path, data, 9, ckpt_path="last")
+    assert dm.bad_sample_counts()["draws"] == 16
+
+
+@pytest.mark.slow
+def test_a_mid_epoch_resume_that_cannot_be_placed_stops_and_says_how_to_restart_the_epoch(data, tmp_path):
+    _run_real(tmp_path, data, 7, stop_at=4)  # 1 of 3 batches of epoch 1 done, 4 clips per batch
+    with pytest.raises(CheckpointError, match=r"1 processes x batch 4.*1 processes x batch 2.*"
+                                              r"--resume_from_epoch_start true"):
+        _run_real(tmp_path, data, 7, ckpt_path="last", batch_size=2)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=False)
+    del ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]  # a loop state we cannot read
+    torch.save(ckpt, tmp_path / "odd.ckpt")
+    with pytest.raises(CheckpointError, match="cannot resume inside the epoch.*--resume_from_epoch_start true"):
+        _run_real(tmp_path, data, 7, ckpt_path=str(tmp_path / "odd.ckpt"))
+    # Asked to, the other batch size restarts epoch 1's order; Lightning still ends the epoch on its count.
+    resumed, _ = _run_real(tmp_path, data, 7, ckpt_path="last", batch_size=2, restart_epoch=True)
+    assert min(resumed) == 5 and len(resumed) > 0

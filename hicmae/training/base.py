@@ -1,22 +1,26 @@
-"""What the pretraining and fine-tuning modules share: model config from a preset, lr scaling and schedule."""
+"""What the pretraining and fine-tuning modules share: model config from a preset, lr scaling and schedule,
+per-process random draws, and the non-finite loss guard."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import pytorch_lightning as pl
 import torch
 
-from hicmae.errors import ConfigError, HiCMAEError
+from hicmae.data.sampler import sample_seed
+from hicmae.errors import ConfigError
 from hicmae.models import ModelConfig
+from hicmae.training.finite import FiniteGuard, NonFiniteLossError
 from hicmae.training.optim import WarmupCosine, build_optimizer, scale_lr
 
 log = logging.getLogger(__name__)
 
+__all__ = ["NonFiniteLossError", "ScheduledModule", "drop_path_default", "model_config"]
 
-class NonFiniteLossError(HiCMAEError, FloatingPointError):
-    """The loss became NaN or infinite; the message names the step and the terms."""
+_STAGES = ("train", "val", "test", "predict")
 
 
 def model_config(preset: str, overrides: dict | None) -> ModelConfig:
@@ -26,19 +30,14 @@ def model_config(preset: str, overrides: dict | None) -> ModelConfig:
         raise ConfigError(f"model overrides {sorted(overrides or {})} do not fit ModelConfig: {exc}") from None
 
 
-def check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
-    if not torch.isfinite(terms["loss"]).all():
-        values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-        raise NonFiniteLossError(f"non-finite loss at global step {step} ({values}); lower the learning rate, "
-                                 f"use bf16-mixed instead of 16-mixed, or enable gradient clipping")
-
-
 class ScheduledModule(pl.LightningModule):
     """AdamW with param groups from :meth:`param_groups` and the original's per-step warm-up + cosine.
 
     Subclasses set hparams ``base_lr, min_lr, warmup_epochs, warmup_steps, weight_decay, betas,
-    global_batch_size`` and implement ``param_groups()``.
+    global_batch_size``, implement ``param_groups()`` and create ``self.finite_guard``.
     """
+
+    finite_guard: FiniteGuard
 
     def param_groups(self) -> list[dict]:
         raise NotImplementedError
@@ -59,35 +58,73 @@ class ScheduledModule(pl.LightningModule):
                               "set model.global_batch_size")
         return per_device * trainer.world_size * trainer.accumulate_grad_batches
 
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch: the train loader's batches (per process) / accumulation."""
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):
+            raise ConfigError("warmup_epochs needs a train loader with a length; set model.warmup_steps instead")
+        return math.ceil(batches / self.trainer.accumulate_grad_batches)
+
     def configure_optimizers(self):
         h = self.hparams
         total = int(self.trainer.estimated_stepping_batches)  # loads the train dataloader
         batch = self.global_batch_size()
         peak, floor = scale_lr(h.base_lr, batch), scale_lr(h.min_lr, batch)
-        if h.get("warmup_steps") is not None:
-            warmup = int(h.warmup_steps)
-        else:
-            epochs = max(self.trainer.max_epochs or 1, 1)
-            warmup = int(round(h.warmup_epochs * total / epochs)) if self.trainer.max_epochs and \
-                self.trainer.max_epochs > 0 else 0
+        # Warm-up in steps from the epoch length, as the original, however the run's end is given.
+        warmup = int(h.warmup_steps) if h.get("warmup_steps") is not None else \
+            int(round(h.warmup_epochs * self.steps_per_epoch()))
         optimizer = build_optimizer(self.param_groups(), peak, tuple(h.betas))
         scheduler = WarmupCosine(optimizer, total, warmup, peak, floor)
         log.info("optimiser: global batch %d, peak lr %.3g, min lr %.3g, %d warm-up of %d steps", batch, peak,
                  floor, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    # ------------------------------------------------------------------ random draws of the module
+    def setup(self, stage: str) -> None:
+        # seed_everything sets the same initial seed on every process; the draw keys add the rank.
+        self._draw_base_seed = torch.initial_seed()
+
+    def draw_seed(self, stage: str, batch_idx: int) -> int:
+        """Seed of this module's random draws for one batch (Mixup, masks a batch does not carry): keyed on
+        (seed, stage, epoch, process rank, batch), so processes draw differently and a resumed run draws
+        what the uninterrupted one would have (Lightning restores the epoch and batch index)."""
+        seed = getattr(self, "_draw_base_seed", 0)
+        return sample_seed(seed, _STAGES.index(stage), self.current_epoch, self.global_rank, batch_idx)
+
+    # ------------------------------------------------------------------ non-finite losses, on every process
+    def observe_loss(self, terms: dict[str, torch.Tensor]) -> None:
+        self.finite_guard.observe(self.global_step, terms)
+
+    def check_finite(self) -> None:
+        self.finite_guard.check(self.trainer.strategy)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if (self.trainer.fit_loop.total_batch_idx + 1) % max(self.trainer.log_every_n_steps, 1) == 0:
+            self.check_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is not None and self.trainer.training:
+            self.check_finite()  # never write a diverged model over a good checkpoint
+
     # ------------------------------------------------------------------ shared logging
     def on_before_optimizer_step(self, optimizer) -> None:
-        # Called after AMP unscaling, so this is the true gradient norm.
-        norms = [p.grad.detach().float().norm() for g in optimizer.param_groups for p in g["params"]
-                 if p.grad is not None]
-        if norms:
-            self.log("train/grad_norm", torch.stack(norms).norm(), on_step=True, on_epoch=False)
+        # After AMP unscaling: the true gradient norm. torch's foreach norm, not Lightning's grad_norm, which
+        # converts every parameter's norm to a Python float (a GPU sync per parameter).
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads)
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+            if getattr(self.trainer.precision_plugin, "scaler", None) is None:  # a scaler skips inf steps itself
+                self.finite_guard.observe(self.global_step, {"grad_norm": norm}, kind="gradient norm")
         self.log("train/lr", optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_scale", 1.0),
                  on_step=True, on_epoch=False)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # Wall time between consecutive batch starts: data loading, forward, backward and optimiser step.
+        # Our own rather than Lightning's ThroughputMonitor, which synchronises the GPU every batch.
         now = time.perf_counter()
         previous, clips = getattr(self, "_batch_started", None), getattr(self, "_batch_clips", 0)
         if previous is not None and clips and now > previous:

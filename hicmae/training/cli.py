@@ -59,14 +59,17 @@ class HiCMAECLI(LightningCLI):
         for field in _SIZES:
             parser.link_arguments(("model.model_preset", "model.model_overrides"), f"data.{field}",
                                   compute_fn=_size_fn(field))
+        parser.add_argument("--resume_from_epoch_start", type=bool, default=False,
+                            help="with --ckpt_path: when the checkpoint's place inside its epoch cannot be restored, "
+                                 "read that epoch again from its first clip instead of stopping")
 
     def default_checkpoint(self) -> ModelCheckpoint:
         return AtomicCheckpoint()
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
-        seed = self.config[self.subcommand]["seed_everything"] if self.subcommand else self.config["seed_everything"]
-        extra = [BadSampleMonitor(), ResumableData(seed=int(seed) if isinstance(seed, int) else 0)]
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        extra = [BadSampleMonitor(), ResumableData(restart_epoch=bool(config.get("resume_from_epoch_start")))]
         default = [cb for cb in trainer.callbacks if type(cb) is ModelCheckpoint and cb.monitor is None
                    and cb.dirpath is None and cb.filename is None]
         if default and len(trainer.checkpoint_callbacks) == len(default):

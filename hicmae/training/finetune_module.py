@@ -7,20 +7,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from timm.loss import SoftTargetCrossEntropy
 
 from hicmae.errors import ConfigError
 from hicmae.models import HiCMAEClassifier
-from hicmae.training.base import ScheduledModule, check_finite, drop_path_default, model_config
+from hicmae.training.base import ScheduledModule, drop_path_default, model_config
+from hicmae.training.finite import FiniteGuard
 from hicmae.training.init import init_from_checkpoint
 from hicmae.training.metrics import TASKS, ViewMerger, classification_metrics, multilabel_metrics, regression_metrics
 from hicmae.training.optim import finetune_param_groups
+from hicmae.training.probe import probe_head
 
 log = logging.getLogger(__name__)
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
 def ccc_loss(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -75,6 +73,7 @@ class FinetuneModule(ScheduledModule):
         # Names of the classes (or regression dimensions) for the results files.
         self.class_names: list[str] | None = list(target_names) if target_names else None
         self.last_test_results: dict | None = None
+        self.finite_guard = FiniteGuard(("loss",))
         if num_classes is not None:
             self._build(num_classes)
 
@@ -90,13 +89,11 @@ class FinetuneModule(ScheduledModule):
         if h.linear_probe:
             for p in model.parameters():
                 p.requires_grad_(False)
-            head = nn.Linear(model.feature_dim, num_classes)
-            nn.init.trunc_normal_(head.weight, std=0.01)
-            nn.init.zeros_(head.bias)
-            model.head = nn.Sequential(nn.BatchNorm1d(model.feature_dim, affine=False, eps=1e-6), head)
+            model.head = probe_head(model.feature_dim, num_classes)
         self.model = model
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None)
         if self.model is None:
             num_classes = getattr(dm, "num_classes", None)
@@ -111,6 +108,7 @@ class FinetuneModule(ScheduledModule):
                 self.hparams.target_names = list(names)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         # Class (or dimension) names are learnt from the data at setup; keep them for `hicmae export`.
         checkpoint["hicmae"] = {"class_names": self.class_names}
 
@@ -138,7 +136,7 @@ class FinetuneModule(ScheduledModule):
         task = self.hparams.task
         if task == "classification":
             if target.is_floating_point() and target.ndim == 2:  # soft targets from Mixup/CutMix
-                return soft_target_cross_entropy(outputs, target)
+                return SoftTargetCrossEntropy()(outputs.float(), target)
             return F.cross_entropy(outputs.float(), target.long(), label_smoothing=self.hparams.label_smoothing)
         if task == "multilabel":
             return F.binary_cross_entropy_with_logits(outputs.float(), target.float())
@@ -147,20 +145,20 @@ class FinetuneModule(ScheduledModule):
             return ccc_loss(outputs, target)
         return F.mse_loss(outputs.float(), target)
 
-    def _mix(self, batch: dict) -> dict:
+    def _mix(self, batch: dict, batch_idx: int) -> dict:
         dm = getattr(self.trainer, "datamodule", None)
         h = self.hparams
         # MAE's linear-probing protocol has no Mixup/CutMix.
         use = h.mixup and h.task != "regression" and not h.linear_probe
         fn = getattr(dm, "mixup_fn", None) if use else None
-        return fn(batch) if callable(fn) else batch
+        return fn(batch, seed=self.draw_seed("train", batch_idx)) if callable(fn) else batch
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        batch = self._mix(batch)
+        batch = self._mix(batch, batch_idx)
         outputs = self(batch.get("video"), batch.get("audio"))
         loss = self._loss(outputs, batch["label"])
-        check_finite(self.global_step, {"loss": loss})
+        self.observe_loss({"loss": loss})
         size = outputs.shape[0]
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log_throughput(size)

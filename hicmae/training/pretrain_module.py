@@ -11,7 +11,8 @@ from torch import nn
 from hicmae.losses import pretrain_losses
 from hicmae.masking import pretrain_masks
 from hicmae.models import HiCMAEPretrain, PretrainOutput
-from hicmae.training.base import ScheduledModule, check_finite, model_config
+from hicmae.training.base import ScheduledModule, model_config
+from hicmae.training.finite import FiniteGuard
 from hicmae.training.optim import PRETRAIN_NO_DECAY, pretrain_param_groups
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,14 @@ class PretrainModule(ScheduledModule):
         self.probe: nn.Module | None = None
         if probe_num_classes:
             self._build_probe(probe_num_classes)
+        self.finite_guard = FiniteGuard(("loss", "loss_video", "loss_audio", "loss_contrastive"))
 
     def _build_probe(self, num_classes: int) -> None:
         self.probe = nn.Linear(self.config.video_dim + self.config.audio_dim, num_classes)
         self.hparams.probe_num_classes = num_classes
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if self.probe is None and self.hparams.probe_num_classes is None:
             dm = getattr(self.trainer, "datamodule", None)
             num_classes = getattr(dm, "num_classes", None) if dm is not None else None
@@ -71,15 +74,17 @@ class PretrainModule(ScheduledModule):
                            "fixed_lr": self.hparams.probe_lr, "name": "probe"})
         return groups
 
-    def _masks(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _masks(self, batch: dict, stage: str = "train", batch_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's masks, or masks drawn here (on the device) for a batch that carries none."""
         if "video_mask" in batch and "audio_mask" in batch:
             return batch["video_mask"].bool(), batch["audio_mask"].bool()
-        video_mask, audio_mask = pretrain_masks(self.config, batch=batch["video"].shape[0])
-        return video_mask.to(self.device), audio_mask.to(self.device)
+        generator = torch.Generator(self.device).manual_seed(self.draw_seed(stage, batch_idx))
+        return pretrain_masks(self.config, batch=batch["video"].shape[0], generator=generator)
 
-    def _step(self, batch: dict) -> tuple[dict[str, torch.Tensor], PretrainOutput, tuple]:
+    def _step(self, batch: dict, stage: str = "train", batch_idx: int = 0
+              ) -> tuple[dict[str, torch.Tensor], PretrainOutput, tuple]:
         video, audio = batch["video"], batch["audio"]
-        video_mask, audio_mask = self._masks(batch)
+        video_mask, audio_mask = self._masks(batch, stage, batch_idx)
         outputs = self.model(video, video_mask, audio, audio_mask)
         terms = pretrain_losses(outputs, video, audio, video_mask, audio_mask, self.config,
                                 contrastive_gather=self.hparams.contrastive_gather)
@@ -95,8 +100,8 @@ class PretrainModule(ScheduledModule):
                 "probe_acc": (logits.argmax(-1) == labels).float().mean()}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        terms, outputs, _ = self._step(batch)
-        check_finite(self.global_step, terms)
+        terms, outputs, _ = self._step(batch, "train", batch_idx)
+        self.observe_loss(terms)
         probe = self._probe_terms(batch, outputs)
         batch_size = batch["video"].shape[0]
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=True,
@@ -109,13 +114,13 @@ class PretrainModule(ScheduledModule):
         return terms["loss"] + probe.get("probe_loss", 0.0)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        terms, outputs, _ = self._step(batch)
+        terms, outputs, _ = self._step(batch, "val", batch_idx)
         probe = self._probe_terms(batch, outputs)
         self.log_dict({f"val/{k}": v for k, v in {**terms, **probe}.items()}, on_epoch=True,
                       batch_size=batch["video"].shape[0], sync_dist=True)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        terms, outputs, _ = self._step(batch)
+        terms, outputs, _ = self._step(batch, "test", batch_idx)
         probe = self._probe_terms(batch, outputs)
         self.log_dict({f"test/{k}": v for k, v in {**terms, **probe}.items()}, on_epoch=True,
                       batch_size=batch["video"].shape[0], sync_dist=True)

@@ -1,100 +1,83 @@
-"""Exact mid-epoch resume: the training order is a function of (seed, epoch) and a resumed run skips the
-batches the interrupted run had already trained on.
+"""Resume inside an epoch without replaying it: the training loader starts where the checkpoint stopped.
 
-Lightning restores the model, optimiser, scheduler and loop counters, but restarts a plain ``DataLoader``
-from the beginning of the epoch with a new shuffle. :class:`ResumableData` (a callback, added by our CLI)
-wraps the data module's training loader in :class:`ResumableLoader`, whose shuffle and worker seeds are
-re-derived from ``(seed, epoch)`` every epoch, and on resume fast-forwards past the batches already done.
-Skipped batches are fetched and discarded (not skipped by index) so that per-worker random streams of
-the dataset stay where the uninterrupted run had them. Under DDP Lightning replaces the sampler with a
-``DistributedSampler``, which is already (seed, epoch)-deterministic.
+The data module's training loader reads through a :class:`~hicmae.data.sampler.ClipSampler`: the order
+of an epoch is a function of (seed, epoch) and every random draw of a sample a function of (seed, epoch,
+rank, index), so a resumed run only has to skip, in the sampler, the samples each process had already
+trained on in the interrupted epoch. They are never decoded again: resuming late in a VoxCeleb2 epoch
+costs what resuming early does. Lightning restores the model, optimiser, scheduler and loop counters; the
+loop counters also say how many batches of the epoch were done, which :class:`ResumableData` turns into
+the sampler's start.
+
+Why not torchdata's ``StatefulDataLoader``: it records how far the loader got and, for a sampler without
+state, fast-forwards it by drawing and discarding indices: the same skip, plus per-worker snapshots that
+our keyed draws do not need, one more pinned dependency, and the loader's notion of "how far" rather than
+Lightning's count of batches actually trained. The checkpoint also records the number of processes, the
+per-process batch size and the seed: a mid-epoch position means nothing under another layout, so a
+resume that changes them stops with an error instead of silently reading another part of the epoch.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 
 import pytorch_lightning as pl
-import torch
-from torch.utils.data import DataLoader, RandomSampler
+
+from hicmae.data.sampler import ClipSampler
+from hicmae.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-
-class EpochRandomSampler(RandomSampler):
-    """A ``RandomSampler`` whose generator is re-seeded from (seed, epoch); Lightning calls ``set_epoch``."""
-
-    def __init__(self, data_source, seed: int = 0, generator: torch.Generator | None = None):
-        self.seed = int(seed)
-        super().__init__(data_source, generator=generator or torch.Generator())
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self.generator.manual_seed(self.seed * 1_000_003 + self.epoch)
-
-
-class ResumableLoader(DataLoader):
-    """A ``DataLoader`` with (seed, epoch)-deterministic shuffling that can skip already-trained batches."""
-
-    def __init__(self, dataset, *args, seed: int = 0, shuffle: bool | None = None, sampler=None, generator=None,
-                 **kwargs):
-        # The sampler and the workers' base seed use separate generators, so the order does not depend on
-        # when Lightning calls set_epoch relative to iter().
-        generator = generator or torch.Generator().manual_seed(seed)
-        if shuffle and sampler is None:
-            sampler = EpochRandomSampler(dataset, seed=seed)
-        super().__init__(dataset, *args, sampler=sampler, generator=generator, **kwargs)
-        self.seed = seed
-        self.skip = (-1, 0)  # (epoch, batches) to fast-forward past
-
-    @classmethod
-    def wrap(cls, loader: DataLoader, seed: int = 0) -> "ResumableLoader":
-        if isinstance(loader, ResumableLoader):
-            return loader
-        shuffle = isinstance(loader.sampler, RandomSampler)
-        return cls(loader.dataset, batch_size=loader.batch_size, shuffle=shuffle, drop_last=loader.drop_last,
-                   num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                   timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
-                   prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
-                   persistent_workers=loader.persistent_workers, seed=seed)
-
-    # Lightning's "stateful loader" protocol. The position itself comes from the restored loop counters
-    # (see ResumableData), which know how many batches were trained rather than prefetched.
-    def state_dict(self) -> dict:
-        return {"seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("seed", self.seed) != self.seed:
-            log.warning("resuming with data seed %s, the checkpoint used %s: the order will differ",
-                        self.seed, state["seed"])
-
-    def _epoch(self) -> int:
-        return getattr(self.sampler, "epoch", 0)
-
-    def __iter__(self):
-        # Lightning may call iter() more than once per epoch: re-seed so every call yields the same order.
-        if isinstance(self.sampler, EpochRandomSampler):
-            self.sampler.set_epoch(self.sampler.epoch)
-        self.generator.manual_seed(self.seed * 1_000_003 + self._epoch() + 7_919)
-        if hasattr(self.dataset, "set_epoch"):  # per-epoch augmentation streams (hicmae datasets)
-            self.dataset.set_epoch(self._epoch())
-        iterator = super().__iter__()
-        epoch, skip = self.skip
-        if skip and epoch == self._epoch():
-            log.info("resuming inside epoch %d: skipping %d batches already trained on", epoch, skip)
-            for _ in range(skip):
-                next(iterator)
-        return iterator
+_RESTART_HINT = ("To read this epoch again from its first clip instead (Lightning still counts the batches "
+                 "done, so the epoch ends that many batches early), add --resume_from_epoch_start true; or "
+                 "resume from a checkpoint written at the end of an epoch.")
 
 
 class ResumableData(pl.Callback):
-    """Makes the data module's training loader a :class:`ResumableLoader` and positions it on resume."""
+    """Positions the data module's training loader at the checkpoint's place inside its epoch.
 
-    def __init__(self, seed: int = 0):
-        self.seed = seed
-        self._resume: tuple[int, int] | None = None
+    ``restart_epoch=True``: when that place cannot be restored (an unreadable loop state, or a different
+    number of processes, batch size or seed), start the epoch's data order from the beginning with a
+    warning instead of stopping.
+    """
 
+    def __init__(self, restart_epoch: bool = False):
+        self.restart_epoch = restart_epoch
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done in it)
+        self._saved_layout: dict | None = None  # of the checkpoint's run
+        self._layout: dict | None = None  # of this run
+        self._ckpt_path = "the checkpoint"
+
+    # ------------------------------------------------------------------ saving: the run's data layout
+    def state_dict(self) -> dict:
+        return dict(self._layout or {})
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._saved_layout = dict(state_dict) or None
+
+    # ------------------------------------------------------------------ loading: where the epoch stopped
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._ckpt_path = str(getattr(trainer, "ckpt_path", None) or "the checkpoint")
+        try:
+            loop = checkpoint["loops"]["fit_loop"]
+            # "processed": batches whose step finished (a checkpoint saved in on_train_batch_end has not yet
+            # counted its batch as "completed").
+            done = int(loop["epoch_loop.batch_progress"]["current"]["processed"])
+            epoch = loop["epoch_progress"]["current"]
+            processed, completed = int(epoch["processed"]), int(epoch["completed"])
+        except (KeyError, TypeError) as exc:
+            self._cannot_restore(f"its training-loop state has no {exc} entry (another Lightning version?)")
+            return
+        # Saved at the end of an epoch: the next one starts afresh.
+        self._resume = (completed + 1, 0) if processed > completed else (completed, done)
+
+    def _cannot_restore(self, why: str) -> None:
+        if not self.restart_epoch:
+            raise CheckpointError(self._ckpt_path, f"cannot resume inside the epoch: {why}. {_RESTART_HINT}")
+        log.warning("%s: %s; the epoch's data order restarts from its first clip", self._ckpt_path, why)
+        self._resume = None
+
+    # ------------------------------------------------------------------ the data module's training loader
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
         if stage != "fit" or dm is None or getattr(dm.train_dataloader, "_hicmae_resumable", False):
@@ -102,27 +85,35 @@ class ResumableData(pl.Callback):
         original = dm.train_dataloader
 
         def train_dataloader():
-            loader = ResumableLoader.wrap(original(), self.seed)
-            if self._resume is not None:
-                epoch, batches = self._resume
-                loader.skip = (epoch, batches)
-                if hasattr(loader.sampler, "set_epoch"):
-                    loader.sampler.set_epoch(epoch)
+            loader = original()
+            self._position(loader)
             return loader
 
         train_dataloader._hicmae_resumable = True
         dm.train_dataloader = train_dataloader
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        try:
-            loop = checkpoint["loops"]["fit_loop"]
-            # "processed": batches whose step finished (a checkpoint saved in on_train_batch_end has
-            # not yet counted its batch as "completed").
-            done = loop["epoch_loop.batch_progress"]["current"]["processed"]
-            epoch = loop["epoch_progress"]["current"]
-        except KeyError:
+    def _position(self, loader) -> None:
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, ClipSampler):
+            if self._resume and self._resume[1]:
+                self._cannot_restore("the training loader does not read through a hicmae ClipSampler")
             return
-        if epoch["processed"] > epoch["completed"]:  # saved at the end of an epoch: the next one starts afresh
-            self._resume = (int(epoch["completed"]) + 1, 0)
-        else:
-            self._resume = (int(epoch["completed"]), int(done))
+        self._layout = {"world_size": sampler.num_replicas, "batch_size": loader.batch_size, "seed": sampler.seed}
+        if not self._resume:
+            return
+        epoch, batches = self._resume
+        if batches and self._saved_layout is not None and self._saved_layout != self._layout:
+            self._cannot_restore(f"it was written by a run with {_describe(self._saved_layout)}, this run has "
+                                 f"{_describe(self._layout)}")
+            return
+        sampler.start_at(epoch, batches * loader.batch_size)
+        if batches:
+            log.info("resuming inside epoch %d: this process starts at its sample %d", epoch,
+                     batches * loader.batch_size)
+            # Lightning warns that a mid-epoch resume without a stateful loader is unreliable; ours is exact.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+
+
+def _describe(layout: dict) -> str:
+    return (f"{layout.get('world_size')} processes x batch {layout.get('batch_size')} "
+            f"(data seed {layout.get('seed')})")

@@ -68,7 +68,7 @@ def clip_features(data: Path, ckpt: Path | None, seed: int = 0) -> dict[str, tor
     dm = HiCMAEDataModule(test_manifest=str(data / "finetune.csv"), task="classification", batch_size=16,
                           num_workers=1, img_size=config.img_size, num_frames=config.num_frames,
                           audio_frames=config.audio_size[0], mel_bins=config.audio_size[1], sampling_rate=2,
-                          test_num_segment=1, test_num_crop=1, rand_augment=None)
+                          test_num_segment=1, test_num_crop=1, rand_augment=None, eval_gain_augment=False)
     dm.setup("test")
     feats = extract_features(model, dm.test_dataloader())
     folds = torch.tensor(pd.read_csv(data / "finetune.csv")["fold"].to_numpy())

@@ -101,7 +101,6 @@ class HiCMAEDataModule(pl.LightningDataModule):
         self.train_dataset = self.val_dataset = self.test_dataset = None
         self.class_names: list[str] | None = list(class_names) if class_names else None
         self.target_names: list[str] | None = None
-        self._train_batches = 0
 
     # ------------------------------------------------------------------ datasets
     def _manifest(self, path, stage):
@@ -173,7 +172,6 @@ class HiCMAEDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise ConfigError("no train_manifest given")
-        self._train_batches = 0
         return self._loader(self.train_dataset, train=True)
 
     def val_dataloader(self):
@@ -214,9 +212,8 @@ class HiCMAEDataModule(pl.LightningDataModule):
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer
         if trainer is not None and trainer.training and self.train_dataset is not None:
-            self._train_batches += 1
-            last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-            if self._train_batches % self.hparams.bad_sample_check_interval == 0 or last:
+            progress = trainer.fit_loop.epoch_loop.batch_progress  # counts the batches before this one
+            if (progress.current.ready + 1) % self.hparams.bad_sample_check_interval == 0 or progress.is_last_batch:
                 self.check_bad_samples()
         return batch
 

@@ -7,8 +7,7 @@ data's own.
 Randomness: every random choice of a sample (frames, crops, RandAugment, gain, masks) derives from one
 integer seed. The data module's :class:`~hicmae.data.sampler.ClipSampler` passes ``(index, seed)`` keys
 that depend on (data seed, epoch, rank, index); given a plain index, the dataset keys the sample on
-(data seed, :meth:`set_epoch`'s epoch, index) itself. ``dataset.get(index, seed)`` gives the same sample
-for the same seed.
+(data seed, index) alone. ``dataset.get(index, seed)`` gives the same sample for the same seed.
 """
 
 from __future__ import annotations
@@ -53,17 +52,13 @@ class _ClipDataset(Dataset):
         self.sampling_rate = int(sampling_rate)  # frame stride (Werewolf-XL used 3)
         self.folder_fps = float(folder_fps)  # frame folders carry no timestamps
         self.seed = int(seed)
-        self.epoch = 0
         self.policy = BadSamplePolicy(on_bad_sample, max_bad_fraction, dataset_size=len(self),
                                       enforce_limit=enforce_bad_limit)
 
     # ------------------------------------------------------------------ randomness and bad samples
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch that keys the draws of plain integer indices (ClipSampler keys carry their own)."""
-        self.epoch = int(epoch)
-
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        index, seed = key if isinstance(key, tuple) else (key, sample_seed(self.seed, self.epoch, 0, key))
+        # A plain index gets the draws an evaluation ClipSampler would give it: keyed on (seed, index).
+        index, seed = key if isinstance(key, tuple) else (key, sample_seed(self.seed, 0, 0, key))
         return self.get(int(index), int(seed))
 
     def get(self, index: int, seed: int) -> dict:

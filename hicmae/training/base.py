@@ -9,6 +9,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn, TrainerStatus
 
 from hicmae.data.sampler import sample_seed
 from hicmae.errors import ConfigError
@@ -106,7 +107,8 @@ class ScheduledModule(pl.LightningModule):
         self.check_finite()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self._trainer is not None and self.trainer.training:
+        state = self.trainer.state if self._trainer is not None else None
+        if state is not None and state.fn == TrainerFn.FITTING and state.status == TrainerStatus.RUNNING:
             self.check_finite()  # never write a diverged model over a good checkpoint
 
     # ------------------------------------------------------------------ shared logging

@@ -43,7 +43,8 @@ class ResumableData(pl.Callback):
 
     def __init__(self, restart_epoch: bool = False):
         self.restart_epoch = restart_epoch
-        self._resume: tuple[int, int] | None = None  # (epoch, batches done in it)
+        self._resuming = False
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done in it), when it could be read
         self._saved_layout: dict | None = None  # of the checkpoint's run
         self._layout: dict | None = None  # of this run
         self._ckpt_path = "the checkpoint"
@@ -57,6 +58,7 @@ class ResumableData(pl.Callback):
 
     # ------------------------------------------------------------------ loading: where the epoch stopped
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._resuming = True
         self._ckpt_path = str(getattr(trainer, "ckpt_path", None) or "the checkpoint")
         try:
             loop = checkpoint["loops"]["fit_loop"]
@@ -75,7 +77,8 @@ class ResumableData(pl.Callback):
         if not self.restart_epoch:
             raise CheckpointError(self._ckpt_path, f"cannot resume inside the epoch: {why}. {_RESTART_HINT}")
         log.warning("%s: %s; the epoch's data order restarts from its first clip", self._ckpt_path, why)
-        self._resume = None
+        if self._resume:
+            self._resume = (self._resume[0], 0)
 
     # ------------------------------------------------------------------ the data module's training loader
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -86,26 +89,27 @@ class ResumableData(pl.Callback):
 
         def train_dataloader():
             loader = original()
-            self._position(loader)
+            self._position(loader, trainer)
             return loader
 
         train_dataloader._hicmae_resumable = True
         dm.train_dataloader = train_dataloader
 
-    def _position(self, loader) -> None:
+    def _position(self, loader, trainer: pl.Trainer) -> None:
         sampler = getattr(loader, "sampler", None)
         if not isinstance(sampler, ClipSampler):
             if self._resume and self._resume[1]:
                 self._cannot_restore("the training loader does not read through a hicmae ClipSampler")
             return
         self._layout = {"world_size": sampler.num_replicas, "batch_size": loader.batch_size, "seed": sampler.seed}
-        if not self._resume:
+        if not self._resuming:
             return
-        epoch, batches = self._resume
+        # Lightning restored its loops before it asks for the loader: its epoch stands in for an unread one.
+        epoch, batches = self._resume or (trainer.current_epoch, 0)
         if batches and self._saved_layout is not None and self._saved_layout != self._layout:
             self._cannot_restore(f"it was written by a run with {_describe(self._saved_layout)}, this run has "
                                  f"{_describe(self._layout)}")
-            return
+            batches = 0
         sampler.start_at(epoch, batches * loader.batch_size)
         if batches:
             log.info("resuming inside epoch %d: this process starts at its sample %d", epoch,

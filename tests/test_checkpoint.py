@@ -1,7 +1,9 @@
 """Original checkpoints load safely; anything else is refused with a clear error."""
 
 import argparse
+import os
 import pickle
+import stat
 
 import pytest
 import torch
@@ -144,3 +146,122 @@ def test_safetensors_without_header_is_not_a_release(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         load_release(tmp_path / "junk.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------- other architectures
+SMALLER = CONFIG.replace(video_dim=32, audio_dim=32, encoder_depth=2, skip_layers=(0, 1, 1), fusion_depth=1)
+
+
+def test_describe_architecture_reads_the_sizes_from_the_shapes():
+    from hicmae.checkpoint import describe_architecture
+
+    assert describe_architecture(HiCMAEPretrain(CONFIG).state_dict()) == dict(
+        video_dim=64, audio_dim=64, encoder_depth=3, fusion_depth=2, patch_size=16, tubelet_size=2, mlp_ratio=4.0,
+        decoder_dim=32, decoder_depth=4)
+    audio_only = HiCMAEClassifier(SMALLER, 3, modalities=("audio",)).state_dict()
+    assert describe_architecture(audio_only) == dict(audio_dim=32, encoder_depth=2, patch_size=16, mlp_ratio=4.0)
+
+
+def test_checkpoint_of_another_width_and_depth_is_refused_in_one_sentence_that_says_what_to_set():
+    import yaml
+
+    torch.manual_seed(0)
+    source = HiCMAEClassifier(SMALLER, num_classes=4)
+    target = HiCMAEClassifier(CONFIG, num_classes=4)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict_into(target, source.state_dict(), source="small.pth")
+    message = str(info.value)
+    assert message.startswith("small.pth: this checkpoint holds a model with video_dim 32, audio_dim 32, "
+                              "encoder_depth 2, fusion_depth 1, but this HiCMAEClassifier has video_dim 64, "
+                              "audio_dim 64, encoder_depth 3, fusion_depth 2: set model.model_overrides to match")
+    assert "\n" not in message and len(message) < 500  # not the list of every key
+    for key, value in target.state_dict().items():  # refused before anything was loaded
+        assert torch.equal(value, before[key]), key
+    report = info.value.report  # the details stay available to callers
+    assert report.architecture["video_dim"] == (32, 64) and len(report.missing) > 50
+
+    # The suggested overrides, applied as a config file would, build a model the checkpoint fits.
+    overrides = yaml.safe_load(message.split("(e.g. model_overrides: ")[1].split(", and the numbers of heads")[0])
+    fitted = HiCMAEClassifier(CONFIG.replace(**overrides), num_classes=4)
+    report = load_state_dict_into(fitted, source.state_dict(), strict=True)
+    assert report.loaded == len(source.state_dict())
+
+
+def test_a_width_of_a_preset_suggests_the_preset():
+    source = HiCMAEClassifier(CONFIG.replace(video_dim=256, audio_dim=256, video_heads=4, audio_heads=4,
+                                             fusion_heads=4), num_classes=2)
+    with pytest.raises(CheckpointError, match=r"video_dim 256, audio_dim 256, but .* video_dim 64, audio_dim 64: "
+                                              r"set model.model_preset: tiny to match$"):
+        load_state_dict_into(HiCMAEClassifier(CONFIG, num_classes=2), source.state_dict())
+
+
+def test_a_report_summary_is_one_short_line_and_str_lists_every_key(tmp_path):
+    write_original_checkpoint(tmp_path / "c.pth", HiCMAEPretrain(SMALLER))
+    state = load_original_checkpoint(tmp_path / "c.pth")["model"]
+    source = {k: v for k, v in state.items() if not k.startswith("encoder_audio.blocks.1.")}  # a block short
+    report = load_state_dict_into(HiCMAEClassifier(SMALLER, num_classes=5), source)
+    n = len(report.missing)
+    assert n == 6 + len(state) - len(source)  # the classifier's own head and layer weights, and the lost block
+    assert report.summary() == (f"{report.loaded} tensors loaded; {n} missing from the checkpoint, left as "
+                                f"initialised (video_layer_weights, audio_layer_weights, audio_encoder.* ({n - 6}), "
+                                "fc_norm.* (2), head.* (2))")
+    assert all(key in str(report) for key in report.missing)
+
+
+# ---------------------------------------------------------------------------------------------- not checkpoints
+def _torch_zip(path, cut: float = 1.0):
+    torch.save({"model": {"w": torch.zeros(1000)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])
+
+
+@pytest.mark.parametrize("name,write,reason", [
+    ("notes.pth", lambda p: p.write_text("epoch 3, loss 0.41\n"), "not a checkpoint (it looks like text)"),
+    ("page.pth", lambda p: p.write_text("<!DOCTYPE html>\n<html><body>Sign in</body></html>\n"),
+     "not a checkpoint (it looks like an HTML page"),
+    ("lfs.pth", lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 12\n"),
+     "not a checkpoint (it looks like a Git LFS pointer, not the file itself (fetch it with `git lfs pull`))"),
+    ("empty.pth", lambda p: p.write_bytes(b""), "not a checkpoint (it is empty: 0 bytes)"),
+    ("list.pth", lambda p: p.write_bytes(pickle.dumps([1, 2])),
+     "not a checkpoint (it looks like a Python pickle, not a file written by torch.save)"),
+    ("archive.pth", lambda p: __import__("shutil").make_archive(str(p.with_suffix("")), "zip", p.parent) and
+     p.with_suffix(".zip").rename(p), "not a checkpoint (it looks like a zip archive without the data.pkl"),
+    ("half.pth", lambda p: _torch_zip(p, 0.5), "a damaged or truncated checkpoint"),
+])
+def test_files_that_are_not_checkpoints_say_what_they_look_like(tmp_path, name, write, reason):
+    path = tmp_path / "in" / name
+    path.parent.mkdir()
+    write(path)
+    with pytest.raises(CheckpointError) as info:
+        load_original_checkpoint(path)
+    assert str(info.value).startswith(f"{path}: {reason}")
+    assert "(101)" not in str(info.value) and "Weights only load failed" not in str(info.value)
+
+
+def test_unsafe_pickle_is_still_refused_as_unsafe(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {}, "payload": Evil()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_original_checkpoint(path)
+    assert str(info.value) == (f"{path}: not a checkpoint that can be loaded safely: it pickles print, which is not "
+                               "plain weights, and unpickling it could run code from the file")
+    assert "this must never run" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- release files
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_release_gets_the_permissions_of_an_ordinary_new_file(tmp_path, umask, mode):
+    from hicmae.checkpoint import load_release, save_release
+
+    model = HiCMAEClassifier(CONFIG, 2)
+    old = os.umask(umask)
+    try:
+        path = save_release(model, tmp_path / "model.safetensors")
+        assert stat.S_IMODE(os.stat(path).st_mode) == mode
+        save_release(model, path)  # replacing a release: same rule
+        assert stat.S_IMODE(os.stat(path).st_mode) == mode
+    finally:
+        os.umask(old)
+    load_release(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # written atomically, nothing left over

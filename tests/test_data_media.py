@@ -1,5 +1,8 @@
 """Decoding and audio features on real files."""
 
+import os
+import struct
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -197,7 +200,7 @@ def test_spec_augment_band_holds_the_normalised_zero_through_waveform_to_input()
 
 
 @pytest.mark.parametrize("name,reason", [("missing", "does not exist"), ("zero", "empty"),
-                                         ("not_media", "cannot open"), ("truncated", "cannot open")])
+                                         ("not_media", "not a video file"), ("truncated", "truncated")])
 def test_broken_video_files_raise_data_error_naming_the_file(media, name, reason):
     path = str(getattr(media, name))
     with pytest.raises(DataError) as info:
@@ -265,3 +268,60 @@ def test_integer_pcm_track_is_scaled_like_a_wav(tmp_path, channels):
             container.mux(packet)
     expected = pcm.astype(np.float64).mean(axis=0) / 32768  # soundfile's and torchaudio's int16 scale
     np.testing.assert_allclose(load_audio(str(path)).numpy(), expected, atol=1e-7, rtol=0)
+
+
+def _top_level_boxes(data: bytes) -> dict[str, int]:
+    """Offsets of an MP4's top-level boxes (32-bit sizes, as PyAV writes them)."""
+    boxes, pos = {}, 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        boxes[kind.decode()] = pos
+        pos += size
+    return boxes
+
+
+def _write_copy(tmp_path, name, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_files_that_are_not_videos_say_so_and_no_decoder_line_reaches_the_console(media, tmp_path, capfd, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="hicmae")
+    data = media.video.read_bytes()
+    moov = _top_level_boxes(data)["moov"]
+    png = tmp_path / "frame.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
+    cases = {
+        str(media.not_media): "cannot open as a video: not a video file (it looks like text)",
+        _write_copy(tmp_path, "image.mp4", png.read_bytes()): "cannot open as a video: not a video file (it looks "
+                                                               "like a PNG image)",
+        _write_copy(tmp_path, "sound.mp4", media.wav.read_bytes()): "cannot open as a video: not a video file (it "
+                                                                    "looks like a WAV audio file)",
+        str(media.truncated): f"cannot open as a video: the file ends at byte {len(data) // 2} inside its 'mdat' box, "
+                              f"which runs to byte {moov}: it is truncated (copy or download it again)",
+        _write_copy(tmp_path, "no_index.mp4", data[:moov]): "cannot open as a video: it has no 'moov' box, the index "
+                                                            "of its frames: it is truncated or was never finished "
+                                                            "(copy or download it again)",
+    }
+    capfd.readouterr()
+    for path, reason in cases.items():
+        with pytest.raises(DataError) as info:
+            open_video(path)
+        assert info.value.path == path and info.value.reason == reason
+    # Bytes no sniffing recognises reach decord, whose failure is reported without its console lines.
+    noise = _write_copy(tmp_path, "noise.mp4", np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    with pytest.raises(DataError) as info:
+        open_video(noise)
+    assert info.value.reason.startswith("cannot open as a video: truncated, corrupt or not a video file (")
+    assert "Invalid data found when processing input" in info.value.reason
+    with pytest.raises(DataError, match="decord: "):
+        load_audio(str(media.not_media))  # decord's audio reader is the fallback: it prints too when it fails
+    os.write(2, b"stderr still works\n")
+    assert capfd.readouterr().err == "stderr still works\n"
+    assert any("Invalid data found" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    assert len(open_video(str(media.video))) == media.n_frames  # and real videos still open

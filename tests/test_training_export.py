@@ -52,3 +52,26 @@ def test_pretraining_checkpoint_exports_and_bad_input_is_refused(tmp_path, capsy
     (tmp_path / "junk.ckpt").write_text("junk")
     assert main(["export", str(tmp_path / "junk.ckpt"), str(tmp_path / "x.safetensors")]) == 2
     assert "junk.ckpt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,reason", [
+    ("checkpoint: last\n", "not a checkpoint (it looks like text)"),
+    ("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n",
+     "not a checkpoint (it looks like a Git LFS pointer, not the file itself (fetch it with `git lfs pull`))"),
+])
+def test_export_of_a_file_that_is_not_a_checkpoint_says_what_it_is(tmp_path, capsys, content, reason):
+    path = tmp_path / "last.ckpt"
+    path.write_text(content)
+    assert main(["export", str(path), str(tmp_path / "out.safetensors")]) == 2
+    assert capsys.readouterr().err == f"error: {path}: {reason}\n"
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_export_of_a_release_says_it_needs_a_training_checkpoint(tmp_path, capsys):
+    from hicmae.checkpoint import save_release
+    from hicmae.models import HiCMAEClassifier
+
+    release = save_release(HiCMAEClassifier(tiny_config(), 2), tmp_path / "model.safetensors")
+    assert main(["export", str(release), str(tmp_path / "again.safetensors")]) == 2
+    assert capsys.readouterr().err == (f"error: {release}: a safetensors file, not a training checkpoint: "
+                                       "`hicmae export` takes the .ckpt that pretrain.py or finetune.py wrote\n")

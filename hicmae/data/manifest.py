@@ -62,10 +62,17 @@ class Manifest:
 
 
 def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None,
-                  target_columns: list[str] | None = None) -> Manifest:
+                  target_columns: list[str] | None = None, option: str | None = None) -> Manifest:
+    """Read a manifest (see the module's docstring). ``option`` names the setting ``path`` came from
+    (e.g. ``data.val_manifest``), for the error when there is no such file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise DataError(path, "manifest does not exist")
+        where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        if option:  # "data.val_manifest: val.csv does not exist (relative to /home/me)"
+            problem = "is a folder, not a manifest file" if os.path.isdir(path) else "does not exist"
+            raise DataError(path, problem + where, option=option)
+        problem = "expected a manifest file, found a folder" if os.path.isdir(path) else "manifest does not exist"
+        raise DataError(path, problem + where)
     root = os.fspath(root) if root is not None else str(Path(path).resolve().parent)
     with open(path, newline="", encoding="utf-8") as f:
         lines = f.read().splitlines()

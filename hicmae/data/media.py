@@ -7,14 +7,20 @@ benchmark can show it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import struct
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hicmae.errors import DataError
+from hicmae.errors import MP4, VIDEO_KINDS, DataError, describe_content
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +64,15 @@ class DecordVideo(VideoClip):
 
         self.path = path
         check_file(path)
+        check_video_file(path)
         try:
-            self._reader = decord.VideoReader(path, num_threads=1)
-            n = len(self._reader)
+            with native_stderr_to_log(path) as printed:
+                self._reader = decord.VideoReader(path, num_threads=1)
+                n = len(self._reader)
         except Exception as exc:  # decord raises its own DECORDError / RuntimeError types
-            raise DataError(path, f"cannot open as a video: truncated, corrupt or not a video file ({_short(exc)})") from None
+            detail = _decoder_detail(printed, path) or _short(exc)  # its own text only says "Error reading <path>"
+            reason = f"cannot open as a video: truncated, corrupt or not a video file ({detail})"
+            raise DataError(path, reason) from None
         if n == 0:
             raise DataError(path, "video has no frames")
         self._n = n
@@ -147,6 +157,115 @@ def check_file(path: str) -> None:
         raise DataError(path, "expected a file, found a folder")
     if os.path.getsize(path) == 0:
         raise DataError(path, "file is empty (0 bytes)")
+
+
+def check_video_file(path: str) -> None:
+    """Refuse, before FFmpeg sees it, a file whose first bytes show it is no video (text, an image,
+    audio, an archive...) or an MP4/MOV cut short; formats not recognised are left to the decoder."""
+    kind = describe_content(path)
+    if kind is not None and kind not in VIDEO_KINDS:
+        raise DataError(path, f"cannot open as a video: not a video file (it looks like {kind})")
+    if kind == MP4 and (problem := _mp4_problem(path)):
+        raise DataError(path, f"cannot open as a video: {problem}")
+
+
+def _mp4_problem(path: str) -> str | None:
+    """Why an MP4/MOV file is incomplete, read from its top-level boxes, or None. An interrupted copy or
+    download ends inside a box, or lacks the 'moov' box (the frame index) that most writers put last."""
+    size = os.path.getsize(path)
+    seen, pos = set(), 0
+    with open(path, "rb") as f:
+        while pos + 8 <= size:
+            f.seek(pos)
+            header = f.read(16)
+            length, kind = struct.unpack(">I4s", header[:8])
+            if length == 1 and len(header) == 16:  # a 64-bit size follows the type
+                length = struct.unpack(">Q", header[8:16])[0]
+            elif length == 0:  # the last box, running to the end of the file
+                length = size - pos
+            if length < 8 or not all(32 <= c < 127 for c in kind):
+                return None  # not a box layout we follow: let the decoder judge
+            name = kind.decode("ascii")
+            if pos + length > size:
+                return (f"the file ends at byte {size} inside its '{name}' box, which runs to byte {pos + length}: "
+                        "it is truncated (copy or download it again)")
+            seen.add(name)
+            pos += length
+    if "moov" not in seen:
+        return ("it has no 'moov' box, the index of its frames: it is truncated or was never finished "
+                "(copy or download it again)")
+    return None
+
+
+_swap_lock = threading.Lock()
+
+
+def _fresh_swap_lock() -> None:
+    global _swap_lock
+    _swap_lock = threading.Lock()  # a child forked while another thread held it would never get it
+
+
+os.register_at_fork(after_in_child=_fresh_swap_lock)
+_sink: tuple[int, object] | None = None  # (pid, file): one per process, since forked workers must not share it
+
+
+def _stderr_sink():
+    global _sink
+    if _sink is None or _sink[0] != os.getpid():
+        _sink = (os.getpid(), tempfile.TemporaryFile())
+    return _sink[1]
+
+
+@contextlib.contextmanager
+def native_stderr_to_log(path: str):
+    """Collect what C code (FFmpeg, decord) prints to the process's stderr during the block into the
+    yielded list and the debug log, rather than onto the console: decord prints a line of its own for
+    every file it cannot open, and no log level silences it. The file descriptor is swapped for the
+    whole process, so a line another thread prints meanwhile lands in the debug log too."""
+    printed: list[str] = []
+    # One swap at a time: two interleaved swaps could restore each other's sink and hide stderr for good.
+    # A thread that finds another one swapping goes without (its decoder lines may reach the console).
+    if not _swap_lock.acquire(blocking=False):
+        yield printed
+        return
+    try:
+        sink = _stderr_sink()
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect, or nowhere to put it
+        _swap_lock.release()
+        yield printed
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    sink.seek(0)
+    sink.truncate()
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield printed
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        sink.seek(0)
+        text = sink.read().decode("utf-8", "replace").strip()
+        _swap_lock.release()
+        if text:
+            printed.extend(text.splitlines())
+            log.debug("%s: the decoder printed: %s", path, text)
+
+
+def _decoder_detail(printed: list[str], path: str) -> str:
+    """The gist of what FFmpeg/decord printed: '[mov,mp4,... @ 0x55] moov atom not found' and
+    '[12:00:00] video_reader.cc:83: ERROR opening: <path>, Invalid data' become their last parts."""
+    details = []
+    for line in printed:
+        line = re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*", "", line.strip())
+        if "ERROR" in line:
+            line = line.split("ERROR", 1)[1].lstrip(" :")
+        line = line.removeprefix(f"opening: {path},").strip()
+        if line and line not in details:
+            details.append(line)
+    return "; ".join(details)[:200]
 
 
 # ---------------------------------------------------------------------------------------------- audio
@@ -260,7 +379,8 @@ def _read_track_decord(path: str) -> tuple[np.ndarray, int]:
     import decord
 
     # decord resamples and mixes down itself when asked for a rate; used only when PyAV failed.
-    reader = decord.AudioReader(path, sample_rate=SAMPLE_RATE, mono=True)
+    with native_stderr_to_log(path):
+        reader = decord.AudioReader(path, sample_rate=SAMPLE_RATE, mono=True)
     if reader.shape[1] == 0:
         return np.zeros(0, np.float32), SAMPLE_RATE
     return reader[:].asnumpy().mean(axis=0).astype(np.float32), SAMPLE_RATE

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hicmae.checkpoint import save_release
-from hicmae.errors import CheckpointError
+from hicmae.errors import SAFETENSORS, CheckpointError, describe_content
 from hicmae.models import HiCMAEClassifier, HiCMAEPretrain
 from hicmae.training.base import model_config
 from hicmae.training.init import module_weights, read_lightning_checkpoint
@@ -30,6 +30,9 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike,
                       class_names: list[str] | None = None, **metadata: object) -> Path:
     """Write the model of a ``pretrain.py`` or ``finetune.py`` checkpoint as a release file."""
     ckpt_path = Path(ckpt_path)
+    if ckpt_path.is_file() and describe_content(ckpt_path) == SAFETENSORS:
+        raise CheckpointError(ckpt_path, "a safetensors file, not a training checkpoint: `hicmae export` takes the "
+                                         ".ckpt that pretrain.py or finetune.py wrote")
     ckpt = read_lightning_checkpoint(ckpt_path)
     if "hyper_parameters" not in ckpt:
         raise CheckpointError(ckpt_path, "not a checkpoint written by pretrain.py or finetune.py")

@@ -1,6 +1,8 @@
 """The ``hicmae`` command: one argparse subparser and one small function per subcommand.
 
-Other modules add commands by appending to ``COMMANDS`` a ``(name, add_arguments, run)`` triple.
+Other modules add commands by appending to ``COMMANDS`` a ``(name, help, add_arguments, run)`` tuple.
+A subcommand's arguments are added only when that subcommand is used (see :class:`_LazyParser`), and
+heavy libraries are imported only inside ``run``: ``hicmae --help`` imports neither torch nor Lightning.
 """
 
 from __future__ import annotations
@@ -11,17 +13,28 @@ import logging
 import sys
 
 
+def _progress_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar with counts and time left on stderr (default: only when stderr "
+                        "is a terminal)")
+
+
 # ---------------------------------------------------------------------------------------------- validate
 def _validate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="CSV manifest (or an original space-separated list)")
     p.add_argument("--root", default=None, help="data root for relative paths (default: the manifest's folder)")
-    p.add_argument("--workers", type=int, default=1, help="processes that decode rows in parallel")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes that check rows in parallel, up to one per CPU core (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {row, video, audio, ok, error}")
-    p.add_argument("--task", default="pretrain", choices=["pretrain", "classification", "multilabel", "regression"])
-    p.add_argument("--classes", default=None, help="comma-separated class names in label-index order")
-    p.add_argument("--targets", default=None, help="comma-separated regression target columns")
-    p.add_argument("--num-frames", type=int, default=16)
-    p.add_argument("--sampling-rate", type=int, default=4, help="frame stride")
+    p.add_argument("--task", default="pretrain", choices=["pretrain", "classification", "multilabel", "regression"],
+                   help="how rows are loaded and which labels they need (default: %(default)s)")
+    p.add_argument("--classes", default=None, help="comma-separated class names in label-index order "
+                                                   "(default: the manifest's labels, sorted; integers as written)")
+    p.add_argument("--targets", default=None, help="comma-separated regression target columns (default: every "
+                                                   "column but video, audio, start, end and fold)")
+    p.add_argument("--num-frames", type=int, default=16, help="frames per clip (default: %(default)s)")
+    p.add_argument("--sampling-rate", type=int, default=4, help="frame stride (default: %(default)s)")
+    _progress_arg(p)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -33,7 +46,8 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         results = validate_manifest(args.manifest, args.root, args.task, args.workers,
                                     ModelConfig(num_frames=args.num_frames), sampling_rate=args.sampling_rate,
-                                    class_names=split(args.classes), target_columns=split(args.targets))
+                                    class_names=split(args.classes), target_columns=split(args.targets),
+                                    progress=args.progress)
     except DataError as err:
         if args.json:
             print(json.dumps([{"row": None, "video": None, "audio": None, "ok": False, "error": str(err)}]))
@@ -52,17 +66,24 @@ def _validate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- make-demo-data
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out_dir")
-    p.add_argument("--num-clips", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-classes", type=int, default=6)
-    p.add_argument("--size", type=int, default=160, help="frame side in pixels (even)")
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--fps", type=int, default=25)
-    p.add_argument("--num-folds", type=int, default=5)
+    from hicmae.data.demo import DEMO  # the defaults are the data `make demo` trains on
+
+    p.add_argument("out_dir", help="folder to write clips/ and the manifests into")
+    p.add_argument("--num-clips", type=int, default=DEMO.num_clips, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=DEMO.seed, help="(default: %(default)s)")
+    p.add_argument("--num-classes", type=int, default=DEMO.num_classes, help="2 to 6 (default: %(default)s)")
+    p.add_argument("--size", type=int, default=DEMO.size, help="frame side in pixels, even (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=DEMO.seconds, help="clip length (default: %(default)s)")
+    p.add_argument("--fps", type=int, default=DEMO.fps, help="(default: %(default)s)")
+    p.add_argument("--num-folds", type=int, default=DEMO.num_folds, help="(default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
-    p.add_argument("--dynamic-cues-only", action="store_true",
-                   help="same face colour and voice for every class: only rhythm, mouth, blinks and sway differ")
+    p.add_argument("--static-cues", action=argparse.BooleanOptionalAction, default=DEMO.static_cues,
+                   help="also give every class its own face colour and voice, which a single frame or a random "
+                        "network already tells apart; without: classes differ only in mouth rhythm, blinks "
+                        "and sway, which pretraining has to learn (default: %(default)s)")
+    # Before --static-cues existed the static cues were on by default and this flag turned them off.
+    p.add_argument("--dynamic-cues-only", dest="static_cues", action="store_false", help=argparse.SUPPRESS)
+    _progress_arg(p)
 
 
 def _make_demo(args: argparse.Namespace) -> int:
@@ -70,28 +91,32 @@ def _make_demo(args: argparse.Namespace) -> int:
 
     out = make_demo_data(args.out_dir, num_clips=args.num_clips, seed=args.seed, num_classes=args.num_classes,
                          size=args.size, seconds=args.seconds, fps=args.fps, num_folds=args.num_folds,
-                         workers=args.workers, static_cues=not args.dynamic_cues_only)
+                         workers=args.workers, static_cues=args.static_cues, progress=args.progress)
     print(f"wrote {args.num_clips} clips and pretrain.csv, finetune.csv, regression.csv to {out}")
     return 0
 
 
 COMMANDS = [
     ("validate", "check every row of a manifest as training would open it", _validate_args, _validate),
-    ("make-demo-data", "write a small synthetic audio-visual emotion dataset", _demo_args, _make_demo),
+    ("make-demo-data", "write a small synthetic audio-visual emotion dataset (by default the one `make demo` "
+                       "trains on)", _demo_args, _make_demo),
 ]
 
 
 # ---------------------------------------------------------------------------------------------- kfold
 def _kfold_args(p: argparse.ArgumentParser) -> None:
-    from hicmae.training.kfold import add_arguments
-
-    add_arguments(p)
+    p.add_argument("--config", required=True, help="a fine-tuning YAML, e.g. configs/finetune/crema_d.yaml")
+    p.add_argument("--folds", type=int, nargs="+", required=True, help="fold ids, e.g. 1 2 3 4 5")
+    p.add_argument("--out", default=None, help="output folder (default: runs/kfold_<config name>)")
+    p.add_argument("overrides", nargs=argparse.REMAINDER,
+                   help="after --: options for finetune.py, "
+                        "e.g. -- --model.init_checkpoint ckpt --model.linear_probe true")
 
 
 def _kfold(args: argparse.Namespace) -> int:
-    from hicmae.training.kfold import run
+    from hicmae.training import kfold
 
-    return run(args)
+    return kfold.run(args)
 
 
 COMMANDS.append(("kfold", "fine-tune or linear-probe every fold and tabulate mean ± std", _kfold_args, _kfold))
@@ -102,10 +127,12 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a classifier release (.safetensors, see `hicmae export`)")
     p.add_argument("videos", nargs="+", help="video files or folders of face frames")
     p.add_argument("--audio", nargs="+", default=None, help="one wav per video (default: each video's own track)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--segments", type=int, default=2, help="temporal views per clip (the original uses 2)")
+    p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default: %(default)s)")
+    p.add_argument("--segments", type=int, default=2,
+                   help="temporal views per clip, averaged (default: %(default)s, as the original)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of one line per video")
+    _progress_arg(p)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -113,8 +140,8 @@ def _predict(args: argparse.Namespace) -> int:
     from hicmae.inference import Predictor
 
     try:
-        predictions = Predictor(args.model, args.device, args.segments).predict(args.videos, args.audio,
-                                                                                args.batch_size)
+        predictions = Predictor(args.model, args.device, args.segments).predict(
+            args.videos, args.audio, args.batch_size, progress=args.progress)
     except HiCMAEError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -155,12 +182,38 @@ def _export(args: argparse.Namespace) -> int:
 COMMANDS.append(("export", "write a training checkpoint as a one-file release", _export_args, _export))
 
 
+class _LazyParser(argparse.ArgumentParser):
+    """A subcommand's parser that adds its arguments the first time it parses or prints help, so that
+    building the whole ``hicmae`` parser runs no command's ``add_arguments`` (some import what their
+    defaults come from)."""
+
+    def __init__(self, *args, add_arguments=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._add_arguments = add_arguments
+
+    def _complete(self) -> None:
+        if self._add_arguments is not None:
+            add, self._add_arguments = self._add_arguments, None
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hicmae", description="HiCMAE tools")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_LazyParser)
     for name, help_text, add_arguments, run in COMMANDS:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(p)
+        p = sub.add_parser(name, help=help_text, description=help_text, add_arguments=add_arguments)
         p.set_defaults(_run=run)
     return parser
 

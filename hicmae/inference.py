@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from hicmae.checkpoint import load_release, read_release
 from hicmae.errors import CheckpointError, ConfigError
+from hicmae.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,11 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, videos: Sequence[str | os.PathLike], audios: Sequence[str | os.PathLike | None] | None = None,
-                batch_size: int = 8, num_workers: int = 0) -> list[Prediction]:
-        """Scores for each video (with its wav, or its own audio track where ``audios`` is None)."""
+                batch_size: int = 8, num_workers: int = 0, progress: bool | None = False) -> list[Prediction]:
+        """Scores for each video (with its wav, or its own audio track where ``audios`` is None).
+
+        ``progress``: a bar counting videos on stderr (None: only when stderr is a terminal).
+        """
         videos = [os.fspath(v) for v in videos]
         audios = [None] * len(videos) if audios is None else list(audios)
         if len(audios) != len(videos):
@@ -90,9 +94,15 @@ class Predictor:
         from hicmae.training.metrics import ViewMerger
 
         merger = ViewMerger(self.task)
-        for batch in DataLoader(self._dataset(videos, audios), batch_size=batch_size, num_workers=num_workers):
-            out = self.model(video=batch["video"].to(self.device), audio=batch["audio"].to(self.device))
-            merger.update(batch["index"], batch["view"], out.float().cpu(), torch.zeros(len(out)))
+        dataset = self._dataset(videos, audios)
+        views_done = 0
+        with progress_bar(len(videos), "predict", "video", progress) as bar:
+            for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+                out = self.model(video=batch["video"].to(self.device), audio=batch["audio"].to(self.device))
+                merger.update(batch["index"], batch["view"], out.float().cpu(), torch.zeros(len(out)))
+                # Views come clip by clip (index = clip * num_views + view): count the clips now complete.
+                views_done += len(out)
+                bar.update(views_done // dataset.num_views - bar.n)
         merged = merger.compute()["scores"]  # one row per clip, in input order
         return [Prediction(video=v, audio=None if a is None else os.fspath(a), names=self.names,
                            scores=[round(float(x), 6) for x in row],

@@ -1,6 +1,8 @@
 """Manifests (ours and the original lists), the validate CLI and demo-data generation."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,18 +84,49 @@ def test_validate_cli_reports_bad_rows(media, tmp_path, capsys):
     assert out[0].startswith(f"{media.missing}: file does not exist")
     assert any(line.startswith(str(media.silent_video)) and "no audio track" in line for line in out)
     assert any("unknown label 'zzz'" in line for line in out)
-    assert main(["validate", path, "--json", "--task", "classification", "--classes", "a,b"]) == 1
-    results = json.loads(capsys.readouterr().out)
+    # A progress bar forced on goes to stderr: stdout stays one JSON document.
+    assert main(["validate", path, "--json", "--progress", "--task", "classification", "--classes", "a,b"]) == 1
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert "8/8" in captured.err
     assert [r["ok"] for r in results] == [True, True, True, False, False, False, False, False]
     assert set(results[0]) == {"row", "video", "audio", "ok", "error"}
     good = write_csv(tmp_path / "g.csv", ["video", "audio"], [r[:2] for r in rows[:3]])
     assert main(["validate", good]) == 0
 
 
-def test_make_demo_data_is_deterministic_and_decodable(tmp_path):
+def _validate_json(path: str, workers: int) -> list[dict]:
+    """`hicmae validate` as a user runs it: a fresh process that has decoded nothing yet."""
+    proc = subprocess.run([sys.executable, "-m", "hicmae.cli", "validate", path, "--json", "--task", "classification",
+                           "--classes", "a,b", "--workers", str(workers)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_validate_workers_give_the_verdicts_of_one_process(media, tmp_path):
+    rows = [(media.video, media.wav, "a"), (media.missing, media.wav, "a"), (media.truncated, media.wav, "b"),
+            (media.short_video, media.short_wav, "b"), (media.silent_video, "", "a"), (media.video, "", "zzz")]
+    path = write_csv(tmp_path / "m.csv", ["video", "audio", "label"], rows)
+    one = _validate_json(path, 1)
+    assert [r["ok"] for r in one] == [True, False, False, True, False, False]
+    assert _validate_json(path, 2) == one
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_validate_forks_workers_only_while_nothing_has_been_decoded():
+    """Forking a process whose decoder threads may hold a lock can hang the child: once a decoder is
+    loaded, workers are spawned instead."""
+    code = ("import hicmae.data.validate as v; before = v._pool_context().get_start_method(); import decord; "
+            "print(before, v._pool_context().get_start_method())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.split() == ["fork", "spawn"], proc.stderr[-2000:]
+
+
+def test_make_demo_data_is_deterministic_and_decodable(tmp_path, capsys):
     a = make_demo_data(tmp_path / "a", num_clips=6, seed=3, num_classes=3, size=32, seconds=1.0, workers=1)
     assert main(["make-demo-data", str(tmp_path / "b"), "--num-clips", "6", "--seed", "3", "--num-classes", "3",
-                 "--size", "32", "--seconds", "1.0", "--workers", "1"]) == 0
+                 "--size", "32", "--seconds", "1.0", "--workers", "1", "--progress"]) == 0
+    assert "6/6" in capsys.readouterr().err
     b = tmp_path / "b"
     for name in ("pretrain.csv", "finetune.csv", "regression.csv", "clips/clip_0004.wav"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
@@ -108,10 +141,10 @@ def test_make_demo_data_is_deterministic_and_decodable(tmp_path):
 
 @pytest.mark.slow
 def test_demo_classes_are_separable_from_each_modality(tmp_path):
-    """Crude per-clip features (mean colour; mean fbank) + nearest centroid beat chance clearly."""
+    """With static cues, crude per-clip features (mean colour; mean fbank) + nearest centroid beat chance."""
     from hicmae.data.audio import fbank
 
-    root = make_demo_data(tmp_path, num_clips=60, seed=0, size=32, seconds=1.0)
+    root = make_demo_data(tmp_path, num_clips=60, seed=0, size=32, seconds=1.0, static_cues=True)
     m = read_manifest(root / "finetune.csv")
     y = np.array(encode_labels(m, "classification"))
     vis = np.stack([open_video(r.video).frames([0, 12]).reshape(-1, 3).mean(0) for r in m.rows])

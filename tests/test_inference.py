@@ -65,9 +65,11 @@ def test_video_own_audio_track_is_used_without_wav(release, clips):
 
 
 def test_predict_cli_json_and_errors(release, clips, tmp_path, capsys):
-    assert main(["predict", str(release), str(clips[0][0]), str(clips[1][0]), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(release), str(clips[0][0]), str(clips[1][0]), "--json", "--progress"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)  # the progress bar went to stderr
     assert [set(o["scores"]) for o in out] == [set(NAMES)] * 2
+    assert "2/2" in captured.err
     assert main(["predict", str(release), str(tmp_path / "absent.mp4")]) == 2
     assert "absent.mp4" in capsys.readouterr().err
     pre = save_release(HiCMAEPretrain(CONFIG), tmp_path / "pre.safetensors")

@@ -3,8 +3,25 @@
 Depends only on torch, timm layers and einops: no Lightning, data or I/O.
 """
 
-from hicmae.models.classifier import HiCMAEClassifier
-from hicmae.models.config import PRESETS, ModelConfig
-from hicmae.models.pretrain import HiCMAEPretrain, PretrainOutput
+import importlib
 
-__all__ = ["HiCMAEClassifier", "HiCMAEPretrain", "ModelConfig", "PRESETS", "PretrainOutput"]
+# Names load on first use (PEP 562), so importing one light part does not import every heavy one
+# (the data module pulls in Lightning, the models timm).
+_EXPORTS = {
+    "HiCMAEClassifier": "classifier",
+    "ModelConfig": "config",
+    "PRESETS": "config",
+    "HiCMAEPretrain": "pretrain",
+    "PretrainOutput": "pretrain",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -2,9 +2,10 @@
 
 Each fold runs ``finetune.py fit`` in its own process (clean state; Lightning's DDP launch works there)
 with ``--data.fold k``; fit ends with a test of the selected checkpoint, whose ``metrics.json`` this
-command collects into ``kfold.csv``, ``kfold.md`` and ``kfold.json`` in ``--out``. A fold's earlier
-results (from a previous run into the same ``--out``) are moved to ``results.previous`` first, so they
-can never pass for the new run's.
+command collects into ``kfold.csv``, ``kfold.md`` and ``kfold.json`` in ``--out``. A fold's earlier run
+folder (from a previous run into the same ``--out``) is moved to ``fold<k>.previous`` first: its results
+can never pass for the new run's, and the new run does not find a run folder already in use. The command's arguments are defined in :mod:`hicmae.cli`, so that
+``hicmae kfold --help`` imports no training code.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hicmae.training.results import atomic_path
@@ -69,21 +71,13 @@ def write_outputs(out: Path, per_fold: dict[int, dict], selection: dict[int, str
     return text
 
 
-def set_aside(results: Path) -> None:
-    """Move a fold's earlier results to ``results.previous`` (replacing older ones) before it runs again."""
-    if results.exists():
-        previous = results.with_name(results.name + ".previous")
+def set_aside(run: Path) -> None:
+    """Move a fold's earlier run folder to ``<run>.previous`` (replacing an older one) before it runs again."""
+    if run.exists():
+        previous = run.with_name(run.name + ".previous")
         shutil.rmtree(previous, ignore_errors=True)
-        results.rename(previous)
-        print(f"earlier results moved to {previous}", flush=True)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="a fine-tuning YAML, e.g. configs/finetune/crema_d.yaml")
-    p.add_argument("--folds", type=int, nargs="+", required=True, help="fold ids, e.g. 1 2 3 4 5")
-    p.add_argument("--out", default=None, help="output folder (default: runs/kfold_<config name>)")
-    p.add_argument("overrides", nargs=argparse.REMAINDER,
-                   help="after --: options for finetune.py, e.g. -- --model.init_checkpoint ckpt --model.linear_probe true")
+        run.rename(previous)
+        print(f"earlier run moved to {previous}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,10 +85,12 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     overrides = [a for a in args.overrides if a != "--"]
     per_fold, selection = {}, {}
-    for fold in args.folds:
-        print(f"== fold {fold} ==", flush=True)
+    started = time.monotonic()
+    for n, fold in enumerate(args.folds, 1):
+        # A plain line, not a bar: each fold's own process prints Lightning's progress bars beneath it.
+        print(fold_header(fold, n, len(args.folds), time.monotonic() - started), flush=True)
         results = out / f"fold{fold}" / "results"
-        set_aside(results)
+        set_aside(out / f"fold{fold}")
         code = run_fold(fold_args(args.config, fold, out, overrides))
         metrics_path = results / "metrics.json"
         if code != 0:
@@ -108,5 +104,38 @@ def run(args: argparse.Namespace) -> int:
         per_fold[fold] = result["metrics"]
         selection[fold] = result.get("model_selection", "")
     print(write_outputs(out, per_fold, selection))
-    print(f"\nper-fold results in {out}/kfold.csv, kfold.md, kfold.json")
+    print(f"\n{where_results_are(out, list(args.folds))}\n(all {len(args.folds)} folds in "
+          f"{_duration(time.monotonic() - started)})")
     return 0
+
+
+def fold_header(fold: int, n: int, total: int, elapsed: float) -> str:
+    """``== fold 3 (2/5): 4 min 10 s so far, about 16 min 40 s left ==``: the mean time
+    of the folds done so far, times the folds left (this one included)."""
+    text = f"== fold {fold} ({n}/{total})"
+    if n > 1:
+        text += f": {_duration(elapsed)} so far, about {_duration(elapsed / (n - 1) * (total - n + 1))} left"
+    return text + " =="
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+# What a fold's test writes into its results folder (training.results.write_results), in the order listed.
+RESULT_FILES = ("metrics.json", "predictions.csv", "confusion_matrix.png")
+
+
+def where_results_are(out: Path, folds: list[int]) -> str:
+    """Where to look after a run: the tables, then each fold's results folder with the files it holds."""
+    lines = [f"tables (per fold, mean ± std): {out / 'kfold.md'}, kfold.csv, kfold.json",
+             "test results per fold (checkpoints and logs: the folder above):"]
+    for fold in folds:
+        results = out / f"fold{fold}" / "results"
+        present = [name for name in RESULT_FILES if (results / name).exists()]
+        lines.append(f"  fold {fold}: {results}/  " + ", ".join(present))
+    return "\n".join(lines)

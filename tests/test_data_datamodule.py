@@ -40,6 +40,23 @@ def test_datamodule_batches_through_two_workers(demo, task):
         assert mixed["label"].shape == (4, 3) and torch.allclose(mixed["label"].sum(1), torch.ones(4))
 
 
+@pytest.mark.slow
+def test_workers_started_by_a_forkserver_load_the_same_batches_and_count_for_the_policy(demo):
+    def batches(**kw):
+        dm = HiCMAEDataModule(str(demo / "pretrain.csv"), task="pretrain", batch_size=4, persistent_workers=False,
+                              **SIZES, **kw)
+        dm.setup("fit")
+        return list(dm.train_dataloader()), dm.bad_sample_counts()
+
+    forked, _ = batches(num_workers=0)
+    served, counts = batches(num_workers=2, worker_start_method="forkserver")
+    assert counts["draws"] == 12  # the workers' loads reach the process's shared counters
+    for a, b in zip(forked, served):
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["video"], b["video"])
+    with pytest.raises(ConfigError, match="worker_start_method"):
+        HiCMAEDataModule(str(demo / "pretrain.csv"), worker_start_method="thread", **SIZES)
+
+
 def test_regression_datamodule_exposes_targets(demo):
     dm = HiCMAEDataModule(str(demo / "regression.csv"), task="regression", batch_size=2, num_workers=0, **SIZES)
     dm.setup("fit")

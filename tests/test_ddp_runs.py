@@ -51,7 +51,9 @@ def _config(tmp_path: Path, name: str, entry: str, data: dict, probe: dict, **tr
     cfg = {
         "seed_everything": 0,
         "model": model,
-        "data": {"batch_size": BATCH, "num_workers": 1, "persistent_workers": True, "sampling_rate": 2, **data},
+        # No loader workers: forking them in a multi-threaded DDP process can hang in CPython's fork handling
+        # (about once in 50 runs here; see data.worker_start_method). Workers are tested in one process.
+        "data": {"batch_size": BATCH, "num_workers": 0, "sampling_rate": 2, **data},
         "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_epochs": 2, "logger": False,
                     "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1,
                     "default_root_dir": str(tmp_path / name),
@@ -213,5 +215,8 @@ def test_the_bad_sample_limit_counts_the_skips_of_every_process(demo, tmp_path):
     assert [r.returncode != 0 for r in results] == [True, True]
     errors = [(tmp_path / "bad" / "probe" / f"rank{r}.error.txt").read_text() for r in range(2)]
     assert errors[0] == errors[1]
-    assert re.match(rf"DataError: {tmp_path / 'bad.csv'}: too many bad samples over all processes: [34] of 2[34] ",
-                    errors[0])
+    found = re.match(rf"DataError: {tmp_path / 'bad.csv'}: too many bad samples over all processes: (\d+) of (\d+) ",
+                     errors[0])
+    assert found, errors[0]
+    bad, total = map(int, found.groups())
+    assert bad >= 3 and total >= 20 and bad / total > 0.1

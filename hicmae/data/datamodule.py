@@ -31,6 +31,10 @@ from hicmae.models.config import ModelConfig
 log = logging.getLogger(__name__)
 
 TASKS = ("pretrain", "classification", "multilabel", "regression")
+# How DataLoader workers start: None is PyTorch's default (fork on Linux: fast). A process forked while
+# another of its threads starts or ends can hang in CPython's fork handling (seen here about once in 50
+# two-process CPU runs, at the first worker's start); "forkserver" starts workers from a clean process.
+START_METHODS = ("fork", "forkserver", "spawn")
 
 
 class HiCMAEDataModule(pl.LightningDataModule):
@@ -45,6 +49,7 @@ class HiCMAEDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        worker_start_method: str | None = None,
         # sizes (from the model config)
         img_size: int = 160,
         num_frames: int = 16,
@@ -91,6 +96,8 @@ class HiCMAEDataModule(pl.LightningDataModule):
         super().__init__()
         if task not in TASKS:
             raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
+        if worker_start_method not in (None, *START_METHODS):
+            raise ConfigError(f"worker_start_method must be one of {START_METHODS} or null, got {worker_start_method!r}")
         self.save_hyperparameters()
         # The input sizes as the model sees them (the CLI links these arguments to the model's config).
         self.model_config = ModelConfig(img_size=img_size, num_frames=num_frames, audio_size=(audio_frames, mel_bins),
@@ -105,7 +112,7 @@ class HiCMAEDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ datasets
     def _manifest(self, path, stage):
         h = self.hparams
-        manifest = read_manifest(path, h.root, h.target_columns)
+        manifest = read_manifest(path, h.root, h.target_columns, option=f"data.{stage}_manifest")
         if h.fold is None:
             return manifest
         return manifest.select_folds(exclude=[h.fold]) if stage == "train" else manifest.select_folds(include=[h.fold])
@@ -167,6 +174,7 @@ class HiCMAEDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=h.batch_size, sampler=ClipSampler(dataset, train=train, seed=h.seed),
                           drop_last=train, num_workers=workers, pin_memory=h.pin_memory and torch.cuda.is_available(),
                           persistent_workers=h.persistent_workers and workers > 0,
+                          multiprocessing_context=h.worker_start_method if workers > 0 else None,
                           prefetch_factor=2 if workers > 0 else None)
 
     def train_dataloader(self) -> DataLoader:

@@ -24,12 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import time
 from pathlib import Path
 
 import torch
 import yaml
+
+from hicmae.data.demo import DEMO, make_demo_data
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,10 @@ def _overrides() -> dict:
 def pretrain(out: Path, data: Path, epochs: int) -> Path:
     from hicmae.training.cli import PretrainCLI
 
-    run = out / "pretrain"
+    run = _fresh(out / "pretrain")
     PretrainCLI(args=["fit", "--config", str(CONFIGS / "pretrain.yaml"),
                       "--data.train_manifest", str(data / "pretrain.csv"),
-                      "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(run),
-                      "--trainer.logger.init_args.save_dir", str(run)])
+                      "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(run)])
     return run / "checkpoints" / "last.ckpt"
 
 
@@ -94,14 +96,19 @@ def probe_folds(feats: dict) -> list[dict[str, float]]:
 def finetune(out: Path, data: Path, ckpt: Path, epochs: int) -> dict:
     from hicmae.training.cli import FinetuneCLI
 
-    run = out / "finetune"
+    run = _fresh(out / "finetune")
     csv = str(data / "finetune.csv")
     FinetuneCLI(args=["fit", "--config", str(CONFIGS / "finetune.yaml"), "--model.init_checkpoint", str(ckpt),
                       "--data.train_manifest", csv, "--data.val_manifest", csv, "--data.test_manifest", csv,
                       "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(run),
-                      "--trainer.logger.init_args.save_dir", str(run),
                       "--model.results_dir", str(run / "results")])
     return json.loads((run / "results" / "metrics.json").read_text())
+
+
+def _fresh(run: Path) -> Path:
+    """The demo's run folder, emptied: each `make demo` is a new run (a run folder holds one run)."""
+    shutil.rmtree(run, ignore_errors=True)
+    return run
 
 
 def _mean_std(rows: list[dict], key: str) -> str:
@@ -112,7 +119,7 @@ def _mean_std(rows: list[dict], key: str) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m hicmae.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    parser.add_argument("--clips", type=int, default=180, help="demo clips (6 classes x 5 folds)")
+    parser.add_argument("--clips", type=int, default=DEMO.num_clips, help="demo clips (6 classes x 5 folds)")
     parser.add_argument("--pretrain-epochs", type=int, default=60)
     parser.add_argument("--finetune-epochs", type=int, default=15)
     parser.add_argument("--skip-finetune", action="store_true")
@@ -123,11 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     timings = {}
 
-    from hicmae.data import make_demo_data
-
     data = out / "data"
     if not (data / "finetune.csv").exists():
-        make_demo_data(data, num_clips=args.clips, size=64, seconds=2.0, static_cues=False)
+        make_demo_data(data, num_clips=args.clips)  # the demo data defaults, as `hicmae make-demo-data`
     timings["data"] = time.perf_counter() - started
 
     ckpt = pretrain(out, data, args.pretrain_epochs)

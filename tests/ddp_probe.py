@@ -66,3 +66,17 @@ def launch_env(**extra) -> dict:
                 "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])})
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+class SignalAt(pl.Callback):
+    """Fault injection: the process sends itself ``signal`` after optimiser step ``step`` (a scheduler's SIGTERM,
+    a user's Ctrl-C); only in a run that did not resume from a checkpoint."""
+
+    def __init__(self, step: int, signal: str = "SIGTERM"):
+        self.step, self.signal = step, signal
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import signal
+
+        if trainer.global_step == self.step and trainer.ckpt_path is None:
+            os.kill(os.getpid(), getattr(signal, self.signal))

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from hicmae.training.cli import FinetuneCLI, PretrainCLI
-from training_helpers import TINY, make_tiny_demo
+from training_helpers import cli_config, make_tiny_demo
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -22,16 +22,7 @@ def demo(tmp_path_factory):
 
 
 def _config(tmp_path, name, model, data, trainer) -> str:
-    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()}
-    cfg = {"seed_everything": 0, "model": {"model_preset": "tiny", "model_overrides": overrides, **model},
-           "data": {"batch_size": 4, "num_workers": 0, "sampling_rate": 2, **data},
-           "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "log_every_n_steps": 1,
-                       "enable_model_summary": False,
-                       "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
-                                  "init_args": {"save_dir": str(tmp_path / "logs")}}, **trainer}}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
+    return cli_config(tmp_path, name, model, data, trainer)
 
 
 def test_pretrain_cli_links_sizes_checkpoints_and_resumes_with_ckpt_path_last(demo, tmp_path):
@@ -81,6 +72,11 @@ def test_kfold_runs_every_fold_and_tabulates(demo, tmp_path):
     table = (out / "kfold.md").read_text()
     assert "| mean ± std |" in table and table.count("\n") == 5
     assert "no validation split" in summary["model_selection"]["0"]
+    # The run ends saying where every result is.
+    assert f"{out / 'kfold.md'}, kfold.csv, kfold.json" in proc.stdout
+    for fold in (0, 1):
+        assert f"fold {fold}: {out / f'fold{fold}' / 'results'}/  metrics.json, predictions.csv, confusion_matrix.png" \
+            in proc.stdout
 
 
 def test_wandb_runs_offline_without_credentials(demo, tmp_path, monkeypatch):

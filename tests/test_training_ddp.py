@@ -81,6 +81,8 @@ def test_finetuning_metrics_under_ddp_count_each_test_clip_once(tmp_path):
     import json
 
     assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["num_clips"] == 9
-    rows = (tmp_path / "r2" / "predictions.csv").read_text().splitlines()[1:]
-    assert sorted(int(r.split(",")[0]) for r in rows) == list(range(9))
-    assert all(r.split(",")[1] == "3" for r in rows)  # the padded duplicate view is not counted twice
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "r2" / "predictions.csv")
+    assert sorted(rows["index"]) == list(range(9))
+    assert (rows["num_views"] == 3).all()  # the padded duplicate view is not counted twice

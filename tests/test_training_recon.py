@@ -27,9 +27,9 @@ def test_a_perfect_prediction_reconstructs_the_input_exactly():
 
 def test_callback_writes_images_every_n_steps(tmp_path):
     module = PretrainModule("tiny", TINY, warmup_steps=0)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=pl.loggers.CSVLogger(tmp_path), enable_progress_bar=False,
-                         enable_checkpointing=False, enable_model_summary=False,
+    trainer = pl.Trainer(accelerator="cpu", max_steps=4, default_root_dir=tmp_path, logger=pl.loggers.CSVLogger(tmp_path),
+                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
                          callbacks=[ReconstructionImages(every_n_steps=2)])
     trainer.fit(module, loader(SyntheticClips(8, tiny_config(), pretrain=True), batch_size=2))
-    images = sorted(p.name for p in (tmp_path / "lightning_logs" / "version_0" / "reconstructions").iterdir())
+    images = sorted(p.name for p in (tmp_path / "reconstructions").iterdir())
     assert images == ["step_00000002.png", "step_00000004.png"]

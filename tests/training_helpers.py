@@ -68,3 +68,17 @@ def tiny_datamodule(root, task: str = "classification", **kw):
         args.update(test_manifest=manifest, test_num_segment=2, test_num_crop=1)
     args.update(kw)
     return HiCMAEDataModule(**args)
+
+
+def cli_config(tmp_path, name: str, model: dict, data: dict, trainer: dict) -> str:
+    """A YAML config for pretrain.py / finetune.py with the TINY model on the CPU; returns its path."""
+    import yaml
+
+    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()}
+    cfg = {"seed_everything": 0, "model": {"model_preset": "tiny", "model_overrides": overrides, **model},
+           "data": {"batch_size": 4, "num_workers": 0, "sampling_rate": 2, **data},
+           "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "log_every_n_steps": 1,
+                       "enable_model_summary": False, **trainer}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)

@@ -108,7 +108,8 @@ class ScheduledModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = self.trainer.state if self._trainer is not None else None
-        if state is not None and state.fn == TrainerFn.FITTING and state.status == TrainerStatus.RUNNING:
+        if state is not None and state.fn == TrainerFn.FITTING and state.status in (TrainerStatus.RUNNING,
+                                                                                    TrainerStatus.INTERRUPTED):
             self.check_finite()  # never write a diverged model over a good checkpoint
 
     # ------------------------------------------------------------------ shared logging

@@ -20,7 +20,7 @@ class AtomicCheckpoint(ModelCheckpoint):
     over the target with ``os.replace`` (atomic on POSIX), so a crash or kill while saving leaves the previous
     ``last.ckpt`` intact. Without an explicit ``dirpath`` the folder is ``<default_root_dir>/checkpoints``
     (not the logger's per-run version folder) so that ``--ckpt_path last`` finds the previous run's file.
-    Defaults: ``save_last=True``.
+    Defaults: ``save_last=True``; ``last.ckpt`` always holds the state training ended with.
     """
 
     def __init__(self, *args, save_last: bool | str | None = True, **kwargs):
@@ -37,6 +37,12 @@ class AtomicCheckpoint(ModelCheckpoint):
     def _find_last_checkpoints(self, trainer) -> set[str]:
         self._default_dir(trainer)
         return super()._find_last_checkpoints(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # With step- or epoch-interval saving, the final step may fall between two saves: last.ckpt should
+        # still hold the state training ended with.
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         path = Path(filepath)
@@ -56,6 +62,44 @@ class AtomicCheckpoint(ModelCheckpoint):
                 logger.after_save_checkpoint(proxy(self))
 
 
+class Interruption(Callback):
+    """Ends an interrupted run with one line: which checkpoint there is and the command that resumes it.
+
+    SIGTERM (a scheduler's pre-emption): Lightning stops at the end of the current batch on every process;
+    this callback then writes ``last.ckpt`` there (atomically, through the run's :class:`AtomicCheckpoint`).
+    Ctrl-C can arrive in the middle of a step, so nothing is written then: the line names the last
+    checkpoint written before it.
+    """
+
+    def __init__(self, resume_command: str):
+        self.resume_command = resume_command
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        saver = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, AtomicCheckpoint)), None)
+        step = trainer.global_step
+        if isinstance(exception, SIGTERMException) and saver is not None and saver.dirpath:
+            path = os.path.join(saver.dirpath, saver.CHECKPOINT_NAME_LAST + saver.FILE_EXTENSION)
+            saver._save_checkpoint(trainer, path)
+            what = f"wrote {path} at step {step}"
+        else:
+            what = _last_checkpoint(saver)
+        kind = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
+        if trainer.is_global_zero:
+            log.warning("interrupted (%s) at step %d: %s. Resume: %s", kind, step, what, self.resume_command)
+
+
+def _last_checkpoint(saver) -> str:
+    path = Path(saver.dirpath) / "last.ckpt" if saver is not None and saver.dirpath else None
+    if path is None or not path.exists():
+        return "no checkpoint was written yet, so a resume starts over"
+    step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    return f"nothing written now; the last checkpoint is {path} (step {step})"
+
+
 class BadSampleMonitor(Callback):
     """Logs the data module's count of skipped bad clips each epoch (the data module enforces the limit)."""
 
@@ -69,7 +113,7 @@ class BadSampleMonitor(Callback):
 
 class ReconstructionImages(Callback):
     """Every ``every_n_steps`` optimiser steps, saves a PNG of masked input / reconstruction / target for the
-    first clip of the batch (video frames and the spectrogram) under ``<log dir>/reconstructions/`` and
+    first clip of the batch (video frames and the spectrogram) under ``<run folder>/reconstructions/`` and
     sends it to loggers that take images (wandb's ``log_image``, TensorBoard's ``add_figure``)."""
 
     def __init__(self, every_n_steps: int = 1000, num_frames: int = 4, out_dir: str | None = None):
@@ -121,7 +165,7 @@ class ReconstructionImages(Callback):
             ax.set_yticks([])
         fig.suptitle(f"step {step}")
         fig.tight_layout()
-        out_dir = Path(self.out_dir or Path(trainer.log_dir or trainer.default_root_dir) / "reconstructions")
+        out_dir = Path(self.out_dir or Path(trainer.default_root_dir) / "reconstructions")
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"step_{step:08d}.png"
         fig.savefig(path, dpi=80)

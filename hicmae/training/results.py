@@ -31,8 +31,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_results(out_dir: str | Path, merged: dict, metrics: dict, *, task: str, class_names: list[str] | None,
-                  num_classes: int, selection: str) -> dict[str, Path]:
-    """Writes ``predictions.csv``, ``metrics.json`` and, for classification, ``confusion_matrix.png``."""
+                  num_classes: int, selection: str, clips: list[tuple[str, str | None]] | None = None,
+                  title: str | None = None) -> dict[str, Path]:
+    """Writes ``predictions.csv``, ``metrics.json`` and, for classification, ``confusion_matrix.png``.
+
+    ``clips``: (video, audio) of every manifest row, so each prediction names its files; ``title``: the
+    confusion matrix's (dataset, split, headline metric).
+    """
     import pandas as pd
 
     out = Path(out_dir)
@@ -40,7 +45,12 @@ def write_results(out_dir: str | Path, merged: dict, metrics: dict, *, task: str
     scores, targets = merged["scores"].cpu(), merged["targets"].cpu()
     names = list(class_names) if class_names and len(class_names) == scores.shape[1] else \
         [str(i) for i in range(scores.shape[1])]
-    table = {"index": merged["index"].cpu().tolist(), "num_views": merged["num_views"].cpu().long().tolist()}
+    index = merged["index"].cpu().tolist()
+    table = {"index": index}
+    if clips is not None:
+        table["video"] = [clips[i][0] for i in index]
+        table["audio"] = [clips[i][1] or "" for i in index]
+    table["num_views"] = merged["num_views"].cpu().long().tolist()
     if task == "classification":
         table["target"] = [names[int(t)] for t in targets.reshape(-1)]
         table["prediction"] = [names[int(p)] for p in scores.argmax(-1)]
@@ -60,12 +70,12 @@ def write_results(out_dir: str | Path, merged: dict, metrics: dict, *, task: str
 
         cm = confusion_matrix(scores, targets, num_classes)
         paths["confusion_matrix"] = out / "confusion_matrix.png"
-        plot_confusion(cm, names, paths["confusion_matrix"])
+        plot_confusion(cm, names, paths["confusion_matrix"], title)
     log.info("wrote test results to %s", out)
     return paths
 
 
-def plot_confusion(cm: torch.Tensor, names: list[str], path: Path) -> None:
+def plot_confusion(cm: torch.Tensor, names: list[str], path: Path, title: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,6 +89,8 @@ def plot_confusion(cm: torch.Tensor, names: list[str], path: Path) -> None:
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=9)
     for i in range(len(names)):
         for j in range(len(names)):
             ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,

@@ -135,11 +135,14 @@ def silence_lightning_noise() -> None:
                     r"Checkpoint directory .* exists and is not empty"):  # resuming into the run folder
         warnings.filterwarnings("ignore", message=pattern)
 
-    class _NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "litlogger" not in record.getMessage()
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _NoLitLoggerTip) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoLitLoggerTip())
 
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
+
+class _NoLitLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
 
 
 def is_global_zero() -> bool:

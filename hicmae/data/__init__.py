@@ -1,10 +1,8 @@
 """Data pipeline: decoding, features, sampling, transforms, manifests, datasets, the DataModule, demo data."""
 
-import importlib
+from hicmae._lazy import lazy_exports
 
-# Names load on first use (PEP 562), so importing one light part does not import every heavy one
-# (the data module pulls in Lightning, the models timm).
-_EXPORTS = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "HiCMAEDataModule": "datamodule",
     "FinetuneDataset": "datasets",
     "PretrainDataset": "datasets",
@@ -13,15 +11,4 @@ _EXPORTS = {
     "Row": "manifest",
     "read_manifest": "manifest",
     "VideoMixup": "mixup",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+})

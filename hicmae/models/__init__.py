@@ -3,25 +3,12 @@
 Depends only on torch, timm layers and einops: no Lightning, data or I/O.
 """
 
-import importlib
+from hicmae._lazy import lazy_exports
 
-# Names load on first use (PEP 562), so importing one light part does not import every heavy one
-# (the data module pulls in Lightning, the models timm).
-_EXPORTS = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "HiCMAEClassifier": "classifier",
     "ModelConfig": "config",
     "PRESETS": "config",
     "HiCMAEPretrain": "pretrain",
     "PretrainOutput": "pretrain",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+})

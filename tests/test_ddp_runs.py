@@ -52,7 +52,7 @@ def _config(tmp_path: Path, name: str, entry: str, data: dict, probe: dict, **tr
         "seed_everything": 0,
         "model": model,
         # No loader workers: forking them in a multi-threaded DDP process can hang in CPython's fork handling
-        # (about once in 50 runs here; see data.worker_start_method). Workers are tested in one process.
+        # (3 times in about 100 runs here; see data.worker_start_method). Workers are tested in one process.
         "data": {"batch_size": BATCH, "num_workers": 0, "sampling_rate": 2, **data},
         "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_epochs": 2, "logger": False,
                     "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1,

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 TASKS = ("pretrain", "classification", "multilabel", "regression")
 # How DataLoader workers start: None is PyTorch's default (fork on Linux: fast). A process forked while
-# another of its threads starts or ends can hang in CPython's fork handling (seen here about once in 50
-# two-process CPU runs, at the first worker's start); "forkserver" starts workers from a clean process.
+# another of its threads starts or ends can hang in CPython's fork handling (seen here 3 times in about
+# 100 two-process CPU runs, at the first worker's start); "forkserver" starts workers from a clean process.
 START_METHODS = ("fork", "forkserver", "spawn")
 
 

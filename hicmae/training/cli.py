@@ -168,10 +168,10 @@ class FinetuneCLI(HiCMAECLI):
                             help="after fit, test the best checkpoint (or the final weights) on the test manifest")
 
     def default_checkpoint(self) -> ModelCheckpoint:
-        data = self.config[self.subcommand]["data"] if self.subcommand else self.config["data"]
+        data = self._config()["data"]
         if not data.get("val_manifest"):
             return AtomicCheckpoint()
-        task = (self.config[self.subcommand] if self.subcommand else self.config)["model"]["task"]
+        task = self._config()["model"]["task"]
         monitor = {"classification": "val/war", "multilabel": "val/map", "regression": "val/ccc"}[task]
         return AtomicCheckpoint(monitor=monitor, mode="max", filename="best-{epoch}", auto_insert_metric_name=False)
 

@@ -105,9 +105,14 @@ COMMANDS = [
 
 # ---------------------------------------------------------------------------------------------- kfold
 def _kfold_args(p: argparse.ArgumentParser) -> None:
+    from hicmae.training.paper import DATASETS  # plain data: no training stack
+
     p.add_argument("--config", required=True, help="a fine-tuning YAML, e.g. configs/finetune/crema_d.yaml")
     p.add_argument("--folds", type=int, nargs="+", required=True, help="fold ids, e.g. 1 2 3 4 5")
     p.add_argument("--out", default=None, help="output folder (default: runs/kfold_<config name>)")
+    p.add_argument("--dataset", default=None,
+                   help="the benchmark, for the reported numbers beside ours: " + ", ".join(DATASETS)
+                        + " (default: named by the config file, e.g. crema_d.yaml, or its logger tags)")
     p.add_argument("overrides", nargs=argparse.REMAINDER,
                    help="after --: options for finetune.py, "
                         "e.g. -- --model.init_checkpoint ckpt --model.linear_probe true")
@@ -180,6 +185,66 @@ def _export(args: argparse.Namespace) -> int:
 
 
 COMMANDS.append(("export", "write a training checkpoint as a one-file release", _export_args, _export))
+
+
+# ---------------------------------------------------------------------------------------------- shard
+def _part(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n, e.g. 1/4, got {text!r}") from None
+    return i, n
+
+
+def _shard_args(p: argparse.ArgumentParser) -> None:
+    from hicmae.data.shards.writer import ShardSettings
+
+    d = ShardSettings()
+    p.add_argument("manifest", help="CSV manifest (or an original list) of the clips to pack")
+    p.add_argument("out_dir", help="folder for the shards, plan.json, index.json, clips.csv and bad_clips.csv")
+    p.add_argument("--root", default=None, help="data root for relative paths (default: the manifest's folder)")
+    p.add_argument("--targets", default=None, help="comma-separated regression target columns")
+    p.add_argument("--encoding", choices=["jpeg", "png"], default=d.encoding,
+                   help="frame images: jpeg (small, decodable on the GPU) or png (lossless) (default: %(default)s)")
+    p.add_argument("--quality", type=int, default=d.quality, help="JPEG quality (default: %(default)s)")
+    p.add_argument("--size", type=int, default=d.size,
+                   help="square frame side after resizing, the model's input size; 0 keeps the decoded size "
+                        "(default: %(default)s)")
+    p.add_argument("--voxceleb2-crop", action="store_true",
+                   help="apply the original's VoxCeleb2 crop (top 160 rows, centred) before resizing")
+    p.add_argument("--clips-per-shard", type=int, default=d.clips_per_shard,
+                   help="clips per tar file (default: %(default)s; bench/RESULTS.md has sizes per clip)")
+    p.add_argument("--shuffle-seed", type=int, default=d.shuffle_seed,
+                   help="rows are packed in this seed's random order; -1 keeps the manifest order (default: %(default)s)")
+    p.add_argument("--folder-fps", type=float, default=d.folder_fps, help="frame rate of frame folders")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU core)")
+    p.add_argument("--part", type=_part, default=(1, 1),
+                   help="i/n: write only every n-th shard starting at the i-th, so n machines share the work "
+                        "(default: 1/1)")
+    _progress_arg(p)
+
+
+def _shard(args: argparse.Namespace) -> int:
+    from hicmae.data.shards.writer import ShardSettings, shard_manifest
+    from hicmae.errors import HiCMAEError
+
+    settings = ShardSettings(encoding=args.encoding, quality=args.quality, size=args.size or None,
+                             voxceleb2_crop=args.voxceleb2_crop, clips_per_shard=args.clips_per_shard,
+                             shuffle_seed=None if args.shuffle_seed < 0 else args.shuffle_seed,
+                             folder_fps=args.folder_fps)
+    targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
+    try:
+        summary = shard_manifest(args.manifest, args.out_dir, settings, root=args.root, target_columns=targets,
+                                 workers=args.workers, part=args.part, progress=args.progress)
+    except HiCMAEError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+COMMANDS.append(("shard", "pack a manifest's clips into tar shards for fast training", _shard_args, _shard))
 
 
 class _LazyParser(argparse.ArgumentParser):

@@ -220,3 +220,55 @@ def test_the_bad_sample_limit_counts_the_skips_of_every_process(demo, tmp_path):
     assert found, errors[0]
     bad, total = map(int, found.groups())
     assert bad >= 3 and total >= 20 and bad / total > 0.1
+
+
+# ---------------------------------------------------------------------------------------------- shards
+@pytest.fixture(scope="module")
+def shards(demo, tmp_path_factory):
+    """The 24 rows of same_clip.csv in 8 shards of 3: one pair of shards for each of 2 processes x 2 workers."""
+    from hicmae.cli import main
+
+    out = tmp_path_factory.mktemp("shards") / "s"
+    assert main(["shard", str(demo / "same_clip.csv"), str(out), "--clips-per-shard", "3", "--size", "0",
+                 "--workers", "1"]) == 0
+    return out
+
+
+def _shard_data(shards: Path) -> dict:
+    # forkserver: loader workers start from a clean process, clear of the fork hang noted in _config.
+    return {"train_shards": str(shards), "num_workers": 2, "worker_start_method": "forkserver",
+            "shuffle_buffer": 2}
+
+
+@pytest.fixture(scope="module")
+def shard_reference(shards, tmp_path_factory):
+    """An uninterrupted 2-epoch pretraining run on shards, 2 processes x 2 loader workers, under torchrun."""
+    tmp = tmp_path_factory.mktemp("shard_ref")
+    _ok(_launch("torchrun", "pretrain.py", _config(tmp, "ref", "pretrain.py", _shard_data(shards), {})))
+    return tmp / "ref"
+
+
+def test_shards_are_split_across_2_processes_x_2_workers_without_overlap(shard_reference):
+    probes = _probes(shard_reference)
+    for epoch in (0, 1):
+        seen0, seen1 = (p["indices"][epoch] for p in probes)
+        assert len(seen0) == len(seen1) == CLIPS // 2
+        assert len(set(seen0 + seen1)) == CLIPS  # every clip once per epoch: no reader shared a shard
+    assert probes[0]["indices"][0] != probes[0]["indices"][1]  # a new order every epoch
+    rank0, rank1 = (p["first_batch"] for p in probes)
+    assert not torch.equal(rank0["video"], rank1["video"]) and not torch.equal(rank0["audio"], rank1["audio"])
+    _assert_same_params(probes[0]["params"], probes[1]["params"])
+
+
+def test_a_run_on_shards_stopped_mid_epoch_and_resumed_equals_the_uninterrupted_run(shards, shard_reference, tmp_path):
+    """Stopped 2 of 6 batches into epoch 1 (each worker one batch in), resumed under torchrun: every process
+    reads the rest of its shards in the same order and ends with the uninterrupted run's weights."""
+    cut = _config(tmp_path, "run", "pretrain.py", _shard_data(shards), {"stop_at_step": 8})
+    _ok(_launch("torchrun", "pretrain.py", cut))
+    resume = _config(tmp_path, "run", "pretrain.py", _shard_data(shards), {})
+    _ok(_launch("torchrun", "pretrain.py", resume, "--ckpt_path", "last"))
+    resumed, full = _probes(tmp_path / "run"), _probes(shard_reference)
+    for rank in (0, 1):
+        assert resumed[rank]["global_step"] == 12
+        assert resumed[rank]["indices"][1] == full[rank]["indices"][1][2 * BATCH:]
+        _assert_same_params(resumed[rank]["params"], full[rank]["params"])

@@ -44,6 +44,8 @@ class HiCMAEDataModule(pl.LightningDataModule):
         val_manifest: str | None = None,
         test_manifest: str | None = None,
         root: str | None = None,
+        train_shards: str | None = None,
+        shuffle_buffer: int = 100,
         task: str = "pretrain",
         batch_size: int = 8,
         num_workers: int = 4,
@@ -143,8 +145,41 @@ class HiCMAEDataModule(pl.LightningDataModule):
                                eval_gain_augment=h.eval_gain_augment, freqm=h.freqm, timem=h.timem,
                                test_num_segment=h.test_num_segment, test_num_crop=h.test_num_crop, **common)
 
+    def _shard_dataset(self):
+        """The training set streamed from ``train_shards`` (see :mod:`hicmae.data.shards`)."""
+        from hicmae.data.shards.dataset import ShardDataset
+
+        h = self.hparams
+        common = dict(sampling_rate=h.sampling_rate, folder_fps=h.folder_fps, on_bad_sample=self.on_bad_sample,
+                      max_bad_fraction=h.max_bad_fraction, enforce_bad_limit=process_group()[0] == 1, seed=h.seed)
+        if h.task == "pretrain":
+            maker = lambda m: PretrainDataset(m, self.model_config, gain_augment=h.gain_augment,  # noqa: E731
+                                              class_names=self.class_names, **common)
+        else:
+            maker = lambda m: FinetuneDataset(m, self.model_config, task=h.task, mode="train",  # noqa: E731
+                                              class_names=self.class_names, rand_augment=h.rand_augment,
+                                              rrc_scale=h.rrc_scale, rrc_ratio=h.rrc_ratio, flip_prob=h.flip_prob,
+                                              erase_prob=h.erase_prob, gain_augment=h.gain_augment, freqm=h.freqm,
+                                              timem=h.timem, **common)
+        dataset = ShardDataset(h.train_shards, maker, batch_size=h.batch_size, seed=h.seed,
+                               shuffle_buffer=h.shuffle_buffer, exclude_folds=None if h.fold is None else [h.fold])
+        made = dataset.settings
+        if h.voxceleb2_crop and not made["voxceleb2_crop"]:
+            raise ConfigError(f"data.voxceleb2_crop is true but {h.train_shards} was sharded without it: shard again "
+                              "with --voxceleb2-crop (the shards keep the cropped frames only)")
+        if made["size"] and made["size"] != h.img_size:
+            log.warning("%s holds %d px frames; the model takes %d px: every clip is resized again",
+                        h.train_shards, made["size"], h.img_size)
+        return dataset
+
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
+        if h.train_manifest and h.train_shards:
+            raise ConfigError("give data.train_manifest or data.train_shards, not both")
+        if h.train_shards and self.train_dataset is None:
+            self.train_dataset = self._shard_dataset()
+            self.class_names = self.class_names or getattr(self.train_dataset.maker, "class_names", None)
+            self.target_names = getattr(self.train_dataset.maker, "target_names", None)
         if h.train_manifest and self.train_dataset is None:
             self.train_dataset = self._dataset(h.train_manifest, "train")
             self.class_names = self.class_names or getattr(self.train_dataset, "class_names", None)
@@ -179,8 +214,24 @@ class HiCMAEDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
-            raise ConfigError("no train_manifest given")
+            raise ConfigError("no train_manifest or train_shards given")
+        if self.hparams.train_shards:
+            return self._shard_loader(self.train_dataset)
         return self._loader(self.train_dataset, train=True)
+
+    def _shard_loader(self, dataset) -> DataLoader:
+        from hicmae.data.shards.dataset import EpochSignal
+
+        h = self.hparams
+        workers = h.num_workers
+        loader = DataLoader(dataset, batch_size=h.batch_size, drop_last=True, num_workers=workers,
+                            pin_memory=h.pin_memory and torch.cuda.is_available(),
+                            persistent_workers=h.persistent_workers and workers > 0,
+                            multiprocessing_context=h.worker_start_method if workers > 0 else None,
+                            prefetch_factor=2 if workers > 0 else None)
+        # An IterableDataset's loader has no sampler of ours for Lightning's set_epoch: give it one.
+        loader.batch_sampler.sampler = EpochSignal(dataset)
+        return loader
 
     def val_dataloader(self):
         return [] if self.val_dataset is None else self._loader(self.val_dataset, train=False)
@@ -215,7 +266,8 @@ class HiCMAEDataModule(pl.LightningDataModule):
     def bad_sample_counts(self) -> dict:
         """Draws and skipped bad draws of this process's training set so far (shared across its workers)."""
         ds = self.train_dataset
-        return {} if ds is None else {"draws": ds.policy.draws, "bad": ds.policy.bad}
+        policy = None if ds is None else getattr(ds, "maker", ds).policy
+        return {} if policy is None else {"draws": policy.draws, "bad": policy.bad}
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer
@@ -238,7 +290,8 @@ class HiCMAEDataModule(pl.LightningDataModule):
         if trainer is not None and trainer.world_size > 1:
             total = torch.tensor([draws, bad], dtype=torch.float64, device=trainer.strategy.root_device)
             draws, bad = (int(v) for v in trainer.strategy.reduce(total, reduce_op="sum").tolist())
-        self.train_dataset.policy.check_limit(draws, bad, self.train_dataset.manifest.path, where=" over all processes")
+        ds = getattr(self.train_dataset, "maker", self.train_dataset)
+        ds.policy.check_limit(draws, bad, ds.manifest.path, where=" over all processes")
 
 
 __all__ = ["HiCMAEDataModule"]

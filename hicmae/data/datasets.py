@@ -24,7 +24,7 @@ from hicmae.data import sampling as S
 from hicmae.data import transforms as T
 from hicmae.data.bad_samples import BadSamplePolicy
 from hicmae.data.manifest import Manifest, Row, class_names_of, encode_labels
-from hicmae.data.media import SAMPLE_RATE, VideoClip, audio_duration, load_audio, open_video
+from hicmae.data.media import SAMPLE_RATE, AudioFile, AudioSource, VideoClip, load_audio, open_video
 from hicmae.data.sampler import sample_seed
 from hicmae.errors import ConfigError, DataError
 from hicmae.models.config import ModelConfig
@@ -42,6 +42,21 @@ class _closing_on_error:
     def __exit__(self, exc_type, *rest):
         if exc_type is not None:
             self.clip.close()
+
+
+def open_row(row: Row, folder_fps: float = 25.0) -> tuple[VideoClip, int, int]:
+    """The row's clip, and the first frame and frame count of its [start, end) range."""
+    clip = open_video(row.video, fps=folder_fps)
+    n = len(clip)
+    if row.start is None and row.end is None:
+        return clip, 0, n
+    with _closing_on_error(clip):
+        starts = clip.timestamps(range(n))[:, 0]
+        lo = int(np.searchsorted(starts, row.start or 0.0, side="left"))
+        hi = n if row.end is None else int(np.searchsorted(starts, row.end, side="left"))
+        if hi <= lo:
+            raise DataError(row.video, f"no frames between start={row.start} and end={row.end} s")
+    return clip, lo, hi - lo
 
 
 class _ClipDataset(Dataset):
@@ -75,22 +90,23 @@ class _ClipDataset(Dataset):
         raise DataError(self.manifest.path, f"{self.policy.max_retries} bad samples in a row; run `hicmae validate`")
 
     def load(self, index: int, seed: int) -> dict:
+        """Decode the media of ``index`` and make its sample (see :meth:`make`)."""
+        row = self.manifest.rows[self.row_of(index)]
+        clip, first, count = self._open(row)
+        with clip:
+            return self.make(index, clip, first, count, AudioFile(self._audio_path(row), row.start, row.end), seed)
+
+    def row_of(self, index: int) -> int:
+        return index
+
+    def make(self, index: int, clip: VideoClip, first: int, count: int, audio: AudioSource, seed: int) -> dict:
+        """The sample of ``index`` from frames ``[first, first + count)`` of ``clip`` and its ``audio``: the
+        manifest's files here, a shard's copy in :class:`~hicmae.data.shards.ShardDataset`."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared decoding helpers
     def _open(self, row: Row) -> tuple[VideoClip, int, int]:
-        """The clip, and the first frame and frame count of the row's [start, end) range."""
-        clip = open_video(row.video, fps=self.folder_fps)
-        n = len(clip)
-        if row.start is None and row.end is None:
-            return clip, 0, n
-        with _closing_on_error(clip):
-            starts = clip.timestamps(range(n))[:, 0]
-            lo = int(np.searchsorted(starts, row.start or 0.0, side="left"))
-            hi = n if row.end is None else int(np.searchsorted(starts, row.end, side="left"))
-            if hi <= lo:
-                raise DataError(row.video, f"no frames between start={row.start} and end={row.end} s")
-        return clip, lo, hi - lo
+        return open_row(row, self.folder_fps)
 
     def _audio_path(self, row: Row) -> str:
         return row.audio or row.video
@@ -128,27 +144,20 @@ class PretrainDataset(_ClipDataset):
     def __len__(self) -> int:
         return len(self.manifest)
 
-    def load(self, index: int, seed: int) -> dict:
-        row = self.manifest.rows[index]
-        rng = np.random.default_rng(seed)
-        gen = torch.Generator().manual_seed(seed)
-        clip, first, count = self._open(row)
-        with clip:
-            return self._load(index, row, clip, first, count, rng, gen)
-
-    def _load(self, index, row, clip, first, count, rng, gen) -> dict:
+    def make(self, index: int, clip: VideoClip, first: int, count: int, audio: AudioSource, seed: int) -> dict:
         from hicmae.masking import pretrain_masks
 
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator().manual_seed(seed)
         c = self.config
         idx = first + S.pretrain_indices(count, c.num_frames, self.sampling_rate, rng)
         frames = clip.frames(idx)
         a, b = S.pretrain_audio_frames(idx - first, self.sampling_rate, count)
         t0 = float(clip.timestamps([first + a])[0, 0])
         t1 = float(clip.timestamps([first + b])[0, 1])
-        path = self._audio_path(row)
-        wave = load_audio(path, t0, t1)
+        wave = audio.read(t0, t1)
         if wave.numel() <= S.MIN_AUDIO_SAMPLES:  # the original rejects such a clip too (and draws another)
-            raise DataError(path, f"the audio of frames {first + a}-{first + b} ({t0:.2f}-{t1:.2f} s) has "
+            raise DataError(audio.path, f"the audio of frames {first + a}-{first + b} ({t0:.2f}-{t1:.2f} s) has "
                                   f"{wave.numel()} samples; more than {S.MIN_AUDIO_SAMPLES} are needed")
         video = T.pretrain_video(frames, c.img_size, rng, vox_crop=self.voxceleb2_crop)
         audio = A.waveform_to_input(wave, *c.audio_size, gain=self.gain_augment, generator=gen)
@@ -203,16 +212,19 @@ class FinetuneDataset(_ClipDataset):
     def __len__(self) -> int:
         return len(self.manifest) * self.num_views
 
+    def row_of(self, index: int) -> int:
+        return index // self.num_views
+
     def load(self, index: int, seed: int) -> dict:
+        row = self.manifest.rows[self.row_of(index)]
+        if os.path.isdir(row.video) and row.audio is None:
+            raise DataError(row.video, "a frame folder needs an 'audio' file")
+        return super().load(index, seed)
+
+    def make(self, index: int, clip: VideoClip, first: int, count: int, audio: AudioSource, seed: int) -> dict:
         row_index, view = divmod(index, self.num_views)
-        row = self.manifest.rows[row_index]
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(seed)
-        clip, first, count = self._open(row)
-        with clip:
-            return self._load(row_index, view, row, clip, first, count, rng, gen)
-
-    def _load(self, row_index, view, row, clip, first, count, rng, gen) -> dict:
         c = self.config
         if self.mode == "test":
             segment = view // self.test_num_crop
@@ -226,26 +238,23 @@ class FinetuneDataset(_ClipDataset):
                                            ratio=self.rrc_ratio, flip_prob=self.flip_prob, erase_prob=self.erase_prob)
         else:
             video = T.finetune_eval_video(frames, c.img_size)
-        audio = self._audio(row, count, int(rel[0]), gen)
+        audio = self._audio(audio, count, int(rel[0]), gen)
         label = self.labels[row_index]
         label = torch.tensor(label, dtype=torch.int64) if isinstance(label, int) else torch.from_numpy(label)
         return {"video": video, "audio": audio, "label": label, "index": row_index, "view": view}
 
-    def _audio(self, row: Row, count: int, rel_first: int, gen) -> torch.Tensor:
+    def _audio(self, audio: AudioSource, count: int, rel_first: int, gen) -> torch.Tensor:
         """Relative-timestamp alignment (REFERENCE 9.4): the frame's position as a fraction of the clip
         maps onto the waveform's length."""
         c = self.config
-        path = self._audio_path(row)
-        if os.path.isdir(row.video) and row.audio is None:
-            raise DataError(row.video, "a frame folder needs an 'audio' file")
-        t0 = row.start or 0.0
-        duration = (row.end - t0) if row.end is not None else audio_duration(path) - t0
+        t0 = audio.start
+        duration = (audio.end - t0) if audio.end is not None else audio.duration() - t0
         num_samples = max(int(round(duration * SAMPLE_RATE)), 0)
         try:
             lo, hi = S.relative_audio_range(rel_first, count, num_samples, c.num_frames * self.sampling_rate,
                                             target_seconds=c.audio_size[0] / 100, sample_rate=SAMPLE_RATE)
         except ValueError as err:
-            raise DataError(path, str(err)) from None
-        wave = load_audio(path, t0 + lo / SAMPLE_RATE, t0 + hi / SAMPLE_RATE)
+            raise DataError(audio.path, str(err)) from None
+        wave = audio.read(t0 + lo / SAMPLE_RATE, t0 + hi / SAMPLE_RATE)
         return A.waveform_to_input(wave, *c.audio_size, gain=self.gain, freqm=self.freqm, timem=self.timem,
                                    generator=gen)

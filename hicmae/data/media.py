@@ -307,6 +307,59 @@ def audio_duration(path: str) -> float:
     return len(wave) / rate
 
 
+class AudioSource:
+    """The audio of one clip: ``read(start, end)`` in the file's seconds, ``duration()`` of the whole file,
+    and the clip's range ``[start, end)`` in it (``end`` None: to the file's end)."""
+
+    path: str
+    start: float = 0.0
+    end: float | None = None
+
+    def read(self, start: float, end: float | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def duration(self) -> float:
+        raise NotImplementedError
+
+
+class AudioFile(AudioSource):
+    """A wav, or a container's audio track, read on demand (only the asked range where the format allows)."""
+
+    def __init__(self, path: str, start: float | None = None, end: float | None = None):
+        self.path, self.start, self.end = path, start or 0.0, end
+
+    def read(self, start: float, end: float | None) -> torch.Tensor:
+        return load_audio(self.path, start, end)
+
+    def duration(self) -> float:
+        return audio_duration(self.path)
+
+
+class PCMAudio(AudioSource):
+    """16 kHz mono 16-bit samples held in memory (a shard's copy of a clip's audio), from sample ``offset``
+    of the file on. ``read`` cuts as :func:`load_audio` cuts a 16 kHz file, so both give the same samples."""
+
+    def __init__(self, samples: np.ndarray, *, offset: int, file_duration: float, path: str,
+                 start: float | None = None, end: float | None = None):
+        self.samples, self.offset, self.file_duration = samples, int(offset), float(file_duration)
+        self.path, self.start, self.end = path, start or 0.0, end
+
+    def read(self, start: float, end: float | None) -> torch.Tensor:
+        total = self.offset + len(self.samples)
+        lo = min(max(round(start * SAMPLE_RATE), 0), total)
+        hi = total if end is None else min(max(round(end * SAMPLE_RATE), lo), total)
+        if lo < self.offset:
+            raise DataError(self.path, f"audio from {start:.3f} s was not stored (the stored part starts at "
+                                       f"{self.offset / SAMPLE_RATE:.3f} s)")
+        if hi <= lo and len(self.samples) == 0:
+            raise DataError(self.path, NO_SAMPLES)
+        part = self.samples[lo - self.offset:hi - self.offset]
+        return torch.from_numpy(part.astype(np.float32) / 32768.0)
+
+    def duration(self) -> float:
+        return self.file_duration
+
+
 def _cut(wave: np.ndarray, rate: int, start: float, end: float | None) -> np.ndarray:
     lo = max(round(start * rate), 0)
     hi = len(wave) if end is None else max(round(end * rate), lo)

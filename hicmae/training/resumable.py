@@ -96,12 +96,21 @@ class ResumableData(pl.Callback):
         dm.train_dataloader = train_dataloader
 
     def _position(self, loader, trainer: pl.Trainer) -> None:
-        sampler = getattr(loader, "sampler", None)
-        if not isinstance(sampler, ClipSampler):
+        from hicmae.data.shards.dataset import ShardDataset
+
+        sampler, dataset = getattr(loader, "sampler", None), getattr(loader, "dataset", None)
+        if isinstance(sampler, ClipSampler):
+            self._layout = {"world_size": sampler.num_replicas, "batch_size": loader.batch_size, "seed": sampler.seed}
+            start = lambda epoch, batches: sampler.start_at(epoch, batches * loader.batch_size)  # noqa: E731
+        elif isinstance(dataset, ShardDataset):
+            # A shard reader's share depends on the number of loader workers too.
+            self._layout = {"world_size": dataset.world, "batch_size": loader.batch_size, "seed": dataset.seed,
+                            "workers": loader.num_workers}
+            start = dataset.start_at
+        else:
             if self._resume and self._resume[1]:
-                self._cannot_restore("the training loader does not read through a hicmae ClipSampler")
+                self._cannot_restore("the training loader reads through neither a hicmae ClipSampler nor shards")
             return
-        self._layout = {"world_size": sampler.num_replicas, "batch_size": loader.batch_size, "seed": sampler.seed}
         if not self._resuming:
             return
         # Lightning restored its loops before it asks for the loader: its epoch stands in for an unread one.
@@ -110,14 +119,14 @@ class ResumableData(pl.Callback):
             self._cannot_restore(f"it was written by a run with {_describe(self._saved_layout)}, this run has "
                                  f"{_describe(self._layout)}")
             batches = 0
-        sampler.start_at(epoch, batches * loader.batch_size)
+        start(epoch, batches)
         if batches:
-            log.info("resuming inside epoch %d: this process starts at its sample %d", epoch,
-                     batches * loader.batch_size)
+            log.info("resuming inside epoch %d: this process starts after its batch %d", epoch, batches)
             # Lightning warns that a mid-epoch resume without a stateful loader is unreliable; ours is exact.
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
 
 def _describe(layout: dict) -> str:
+    workers = f", {layout['workers']} loader workers" if "workers" in layout else ""
     return (f"{layout.get('world_size')} processes x batch {layout.get('batch_size')} "
-            f"(data seed {layout.get('seed')})")
+            f"(data seed {layout.get('seed')}{workers})")

@@ -170,3 +170,54 @@ def test_shards_can_be_read_through_a_pipe_command(demo, tmp_path):
                          batch_size=2)
     for a, b in zip(local, piped, strict=True):
         assert torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
+
+
+def test_device_augmentation_draws_what_the_cpu_path_draws_and_differs_by_interpolation_only(demo, tmp_path):
+    """Deferred samples finished by DeviceAugment (here on the CPU): masks, labels and audio equal the CPU
+    path's; video pixels differ by at most about one grey level (bilinear on float vs PIL on uint8, and
+    another JPEG decoder)."""
+    from hicmae.data.device_augment import DeviceAugment, collate_deferred, defer_pretrain_sample
+
+    out = _shard(demo / "pretrain.csv", tmp_path / "s", "--size", 32, "--clips-per-shard", 8)
+    config = tiny_config(img_size=16)  # a real crop and resize: 32 px shards, 16 px model input
+    ds = ShardDataset(out, lambda m: PretrainDataset(m, config, sampling_rate=2, on_bad_sample="raise"),
+                      batch_size=4)
+    records = list(_records(out).values())
+    deferred, expected = [], []
+    for r in records:
+        index = ds.position[("shard-000000.tar", r.key)]
+        deferred.append(defer_pretrain_sample(ds.maker, index, r, seed=1000 + index))
+        expected.append(ds.maker.make(index, r.clip(), 0, r.meta["frames"], r.audio(), 1000 + index))
+    batch = DeviceAugment(config.img_size, config.num_frames, config.audio_size)(collate_deferred(deferred))
+    for key in ("video_mask", "audio_mask", "label", "audio"):
+        assert torch.equal(batch[key], torch.stack([e[key] for e in expected])), key
+    video = torch.stack([e["video"] for e in expected])
+    assert batch["video"].shape == video.shape
+    grey_level = 1 / 255 / min(0.229, 0.224, 0.225)  # one uint8 step in normalised units
+    assert (batch["video"] - video).abs().max() <= 2 * grey_level
+    assert (batch["video"] - video).abs().mean() <= 0.5 * grey_level
+
+
+
+def test_pretraining_on_jpeg_shards_with_device_augmentation_trains_through_the_data_module(demo, tmp_path):
+    import pytorch_lightning as pl
+
+    from hicmae.training import PretrainModule
+    from training_helpers import TINY, tiny_datamodule
+
+    out = _shard(demo / "pretrain.csv", tmp_path / "s", "--size", 32, "--clips-per-shard", 2)
+    seen = []
+
+    class Shapes(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append((tuple(batch["video"].shape), tuple(batch["audio"].shape), "jpegs" in batch))
+
+    dm = tiny_datamodule(demo, task="pretrain", train_manifest=None, train_shards=str(out), device_augment=True,
+                         batch_size=2, num_workers=1, persistent_workers=False)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Shapes()],
+                         default_root_dir=tmp_path)
+    trainer.fit(PretrainModule("tiny", TINY, base_lr=0.1, warmup_steps=1, probe_num_classes=0), datamodule=dm)
+    c = tiny_config()
+    assert seen == [((2, 3, c.num_frames, c.img_size, c.img_size), (2, 1, *c.audio_size), False)] * 3
+    assert dm.train_dataset.defer_decode

@@ -46,6 +46,7 @@ class HiCMAEDataModule(pl.LightningDataModule):
         root: str | None = None,
         train_shards: str | None = None,
         shuffle_buffer: int = 100,
+        device_augment: bool | None = None,
         task: str = "pretrain",
         batch_size: int = 8,
         num_workers: int = 4,
@@ -164,6 +165,13 @@ class HiCMAEDataModule(pl.LightningDataModule):
         dataset = ShardDataset(h.train_shards, maker, batch_size=h.batch_size, seed=h.seed,
                                shuffle_buffer=h.shuffle_buffer, exclude_folds=None if h.fold is None else [h.fold])
         made = dataset.settings
+        # Device augmentation (pretraining, JPEG shards): on by default where a GPU trains.
+        defer = h.device_augment if h.device_augment is not None else torch.cuda.is_available()
+        if defer and (h.task != "pretrain" or made["encoding"] != "jpeg"):
+            if h.device_augment:
+                raise ConfigError("data.device_augment needs pretraining on JPEG shards (hicmae shard --encoding jpeg)")
+            defer = False
+        dataset.defer_decode = defer
         if h.voxceleb2_crop and not made["voxceleb2_crop"]:
             raise ConfigError(f"data.voxceleb2_crop is true but {h.train_shards} was sharded without it: shard again "
                               "with --voxceleb2-crop (the shards keep the cropped frames only)")
@@ -224,7 +232,10 @@ class HiCMAEDataModule(pl.LightningDataModule):
 
         h = self.hparams
         workers = h.num_workers
+        from hicmae.data.device_augment import collate_deferred
+
         loader = DataLoader(dataset, batch_size=h.batch_size, drop_last=True, num_workers=workers,
+                            collate_fn=collate_deferred if dataset.defer_decode else None,
                             pin_memory=h.pin_memory and torch.cuda.is_available(),
                             persistent_workers=h.persistent_workers and workers > 0,
                             multiprocessing_context=h.worker_start_method if workers > 0 else None,
@@ -275,6 +286,15 @@ class HiCMAEDataModule(pl.LightningDataModule):
             progress = trainer.fit_loop.epoch_loop.batch_progress  # counts the batches before this one
             if (progress.current.ready + 1) % self.hparams.bad_sample_check_interval == 0 or progress.is_last_batch:
                 self.check_bad_samples()
+        return batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Finish a deferred batch (JPEG bytes, crop boxes, waves) on the device it was moved to."""
+        if isinstance(batch, dict) and "jpegs" in batch:
+            from hicmae.data.device_augment import DeviceAugment
+
+            c = self.model_config
+            batch = DeviceAugment(c.img_size, c.num_frames, c.audio_size)(batch)
         return batch
 
     def check_bad_samples(self) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 from torch.utils.data import Sampler
 
+from hicmae.data.device_augment import defer_pretrain_sample
 from hicmae.data.manifest import Manifest, Row
 from hicmae.data.sampler import process_group, sample_seed
 from hicmae.data.shards.format import read_records
@@ -130,8 +131,10 @@ class ShardDataset(IterableDataset):
     """
 
     def __init__(self, location: str, maker, *, batch_size: int, seed: int = 0, shuffle_buffer: int = 100,
-                 exclude_folds: list[int] | None = None, world_size: int | None = None, rank: int | None = None):
+                 exclude_folds: list[int] | None = None, world_size: int | None = None, rank: int | None = None,
+                 defer_decode: bool = False):
         self.location = str(location)
+        self.defer_decode = defer_decode  # samples for DeviceAugment (hicmae.data.device_augment)
         self.index, clips = read_index(self.location)
         exclude = set(exclude_folds or [])
         clips = [c for c in clips if not (c.get("fold") and int(c["fold"]) in exclude)]
@@ -236,7 +239,10 @@ class ShardDataset(IterableDataset):
         # As _ClipDataset.get derives its first attempt's seed: a clip's sample equals the manifest dataset's.
         seed = int(np.random.default_rng(sample_seed(self.seed, *key)).integers(2**62))
         try:
-            sample = self.maker.make(index, record.clip(), 0, record.meta["frames"], record.audio(), seed)
+            if self.defer_decode:
+                sample = defer_pretrain_sample(self.maker, index, record, seed)
+            else:
+                sample = self.maker.make(index, record.clip(), 0, record.meta["frames"], record.audio(), seed)
         except DataError as err:
             self.maker.policy.record_bad(err)  # raises under "raise" or past the limit
             return None

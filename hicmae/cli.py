@@ -187,6 +187,42 @@ def _export(args: argparse.Namespace) -> int:
 COMMANDS.append(("export", "write a training checkpoint as a one-file release", _export_args, _export))
 
 
+# ---------------------------------------------------------------------------------------------- prepare
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    from hicmae.data.prepare import DATASETS, builder
+
+    sub = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    for name in DATASETS:
+        b = builder(name)
+        d = sub.add_parser(name, aliases=[name.replace("_", "-")] if "_" in name else [],
+                           help=f"{b.title}: {b.headline}", description=f"{b.title} ({b.source}). {b.expects}")
+        d.add_argument("raw_dir", help=f"the {b.title} tree as distributed")
+        d.add_argument("out_dir", help="folder for the manifests, dropped.csv and prepare.json")
+        for o in b.options:
+            d.add_argument(f"--{o.name.replace('_', '-')}", dest=o.name, type=o.type, choices=o.choices,
+                           default=None, help=f"{o.help} (default: {o.default})")
+        d.set_defaults(_builder=b, _options=[o.name for o in b.options])
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from hicmae.errors import HiCMAEError
+
+    b = args._builder
+    try:
+        summary = b.run(args.raw_dir, args.out_dir, **{k: getattr(args, k) for k in args._options})
+    except HiCMAEError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in summary.lines():
+        print(line)
+    if b.config:
+        print(f"config: {b.config} (README, 'Datasets', shows the command)")
+    return 0
+
+
+COMMANDS.append(("prepare", "turn a benchmark as distributed into manifests with folds", _prepare_args, _prepare))
+
+
 # ---------------------------------------------------------------------------------------------- shard
 def _part(text: str) -> tuple[int, int]:
     try:

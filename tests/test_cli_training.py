@@ -70,7 +70,9 @@ def test_kfold_runs_every_fold_and_tabulates(demo, tmp_path):
     assert sorted(summary["folds"]) == ["0", "1"]
     assert set(summary["summary"]["war"]) == {"mean", "std"}
     table = (out / "kfold.md").read_text()
-    assert "| mean ± std |" in table and table.count("\n") == 5
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[2:5]] == ["| 0", "| 1", "| mean ± std"]  # header, rule, folds, mean
+    assert "## Protocol" in table
     assert "no validation split" in summary["model_selection"]["0"]
     # The run ends saying where every result is.
     assert f"{out / 'kfold.md'}, kfold.csv, kfold.json" in proc.stdout

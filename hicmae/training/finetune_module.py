@@ -74,6 +74,8 @@ class FinetuneModule(ScheduledModule):
         self.class_names: list[str] | None = list(target_names) if target_names else None
         self.last_test_results: dict | None = None
         self.last_results_dir: Path | None = None
+        # Epoch and step of the checkpoint last loaded (the tested one, for the results' protocol).
+        self.loaded_checkpoint: dict | None = None
         self.finite_guard = FiniteGuard(("loss",))
         if num_classes is not None:
             self._build(num_classes)
@@ -115,6 +117,7 @@ class FinetuneModule(ScheduledModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.class_names = self.class_names or checkpoint.get("hicmae", {}).get("class_names")
+        self.loaded_checkpoint = {"epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")}
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
@@ -207,13 +210,14 @@ class FinetuneModule(ScheduledModule):
         self.last_test_results = out
         self.last_results_dir = self._results_dir()
         if self.trainer.is_global_zero:
-            from hicmae.training.results import write_results
+            from hicmae.training.results import run_protocol, write_results
 
             dataset = getattr(getattr(self.trainer, "datamodule", None), "test_dataset", None)
             clips = [(r.video, r.audio) for r in dataset.manifest.rows] if dataset is not None else None
             write_results(self.last_results_dir, out["merged"], out["metrics"], task=self.hparams.task,
                           class_names=self.class_names, num_classes=self.hparams.num_classes,
-                          selection=self._selection_note(), clips=clips, title=self._results_title(out["metrics"]))
+                          protocol=run_protocol(self, out["merged"], out["metrics"]), clips=clips,
+                          title=self._results_title(out["metrics"]))
 
     def _results_dir(self) -> Path:
         """``model.results_dir``, or ``<run folder>/results/<checkpoint name>``."""
@@ -229,16 +233,3 @@ class FinetuneModule(ScheduledModule):
         split = f"test fold {h['fold']}" if h.get("fold") is not None else "test"
         headline = ", ".join(f"{k.upper()} {metrics[k]:.1f}%" for k in ("war", "uar", "map") if k in metrics)
         return f"{dataset}, {split}: {headline}" if headline else f"{dataset}, {split}"
-
-    def _selection_note(self) -> str:
-        """How the evaluated weights were chosen, so a reader knows whether test data took part."""
-        dm = getattr(self.trainer, "datamodule", None)
-        h = getattr(dm, "hparams", {})
-        val, test = h.get("val_manifest"), h.get("test_manifest")
-        ckpt = getattr(self.trainer, "ckpt_path", None)
-        if not val:
-            return f"no validation split; weights: {ckpt or 'last epoch'}"
-        if val == test:
-            return ("selected on test: the validation split is the test split (the original's behaviour); "
-                    f"weights: {ckpt or 'as given'}")
-        return f"selected on validation; weights: {ckpt or 'as given'}"

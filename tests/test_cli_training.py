@@ -94,3 +94,40 @@ def test_wandb_runs_offline_without_credentials(demo, tmp_path, monkeypatch):
 
     assert os.environ["WANDB_MODE"] == "offline"
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+def test_clips_of_one_group_are_scored_once_with_their_mean_prediction(demo, tmp_path):
+    """AVCAffe's protocol: a manifest's `group` column merges the clips of one video. Two identical runs, one
+    tested per clip and one per group of two same-label clips: each group's probabilities are the mean of its
+    clips', and the metrics count groups."""
+    import pandas as pd
+
+    lines = (demo / "finetune.csv").read_text().splitlines()
+    header, rows = lines[0].split(","), [dict(zip(lines[0].split(","), ln.split(","))) for ln in lines[1:]]
+    test = sorted((r for r in rows if r["fold"] == "0"), key=lambda r: r["label"])
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\n".join([lines[0], *(",".join(r[c] for c in header) for r in test)]) + "\n")
+    grouped = tmp_path / "grouped.csv"
+    groups = [f"{r['label']}_{i // 2}" for i, r in enumerate(test)]
+    grouped.write_text("\n".join([lines[0] + ",group", *(",".join(r[c] for c in header) + f",{g}"
+                                                          for r, g in zip(test, groups))]) + "\n")
+    results = {}
+    for name, manifest in (("plain", plain), ("grouped", grouped)):
+        run = tmp_path / name
+        cfg = _config(tmp_path, name, {"warmup_steps": 1, "results_dir": str(run / "results")},
+                      {"train_manifest": str(demo / "finetune.csv"), "test_manifest": str(manifest), "fold": 0,
+                       "root": str(demo), "rand_augment": None, "test_num_segment": 2, "test_num_crop": 1},
+                      {"max_epochs": 1, "default_root_dir": str(run)})
+        FinetuneCLI(args=["fit", "--config", cfg])
+        results[name] = (pd.read_csv(run / "results" / "predictions.csv"),
+                         json.loads((run / "results" / "metrics.json").read_text()))
+    (clips, _), (merged, summary) = results["plain"], results["grouped"]
+    assert len(set(groups)) == len(merged) < len(clips) and summary["num_groups"] == len(merged)
+    assert summary["num_clips"] == len(clips)
+    p = [c for c in clips.columns if c.startswith("p_")]
+    clips["group"] = [groups[i] for i in clips["index"]]
+    expected = clips.groupby("group", sort=False)[p].mean()
+    for _, row in merged.iterrows():
+        assert row[p].to_numpy(float) == pytest.approx(expected.loc[row["group"]].to_numpy(float), abs=1e-6)
+    war = 100 * (merged["target"] == merged["prediction"]).mean()
+    assert summary["metrics"]["war"] == pytest.approx(war)

@@ -73,17 +73,18 @@ def test_classes_split_and_merge_key(tmp_path, clip_file, dimension, truth):
     assert not (tmp_path / "out" / "avcaffe.csv").exists()
     for split, participants in (("train.csv", TRAIN), ("test.csv", TEST)):
         rows = rows_of(tmp_path / "out" / split)
+        groups = {Path(r.video).name: r.group for r in read_manifest(tmp_path / "out" / split).rows}
         keys = {k for k in truth if k.split("_")[0] in participants}
         expected = {f"{k}_clip_{i:03d}.avi": ORDER[dimension].index(truth[k])
                     for k in keys for i in range(1, CLIPS_PER_TASK + 1)}
         assert {name: label for name, (label, _) in rows.items()} == expected
         for name, (label, video) in rows.items():
             assert video.is_file()
-            # the merge key of the original ('_'.join(name.split('_')[:3])) and the folders agree
-            assert "_".join(name.split("_")[:3]) == f"{video.parent.parent.name}_{video.parent.name}"
+            # the group column holds the original's merge key ('_'.join(name.split('_')[:3]))
+            assert groups[name] == "_".join(name.split("_")[:3]) == f"{video.parent.parent.name}_{video.parent.name}"
             assert 0 <= label < CONFIG["model"]["num_classes"]
     header = (tmp_path / "out" / "test.csv").read_text().splitlines()[0]
-    assert header == "video,audio,label"
+    assert header == "video,audio,label,group"
 
 
 def test_unlisted_participants_and_unlabelled_tasks_are_listed(tmp_path, clip_file):

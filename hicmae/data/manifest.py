@@ -7,7 +7,8 @@ Two formats are read:
   or index; several labels for multi-label tasks joined by ``;``), or, for regression, one numeric
   column per dimension (named by the user, e.g. ``arousal,valence,dominance``; by default every
   column that is not one of the known ones), and optionally ``start``/``end`` (seconds, to use part
-  of a file) and ``fold`` (an integer, for k-fold protocols). Relative paths resolve against ``root``
+  of a file), ``fold`` (an integer, for k-fold protocols) and ``group`` (rows whose predictions are
+  averaged into one and scored once, e.g. the clips of one AVCAffe task video). Relative paths resolve against ``root``
   (default: the manifest's folder).
 * **The original HiCMAE lists** (no header, space separated): ``<frames or video> <wav> <label ...>``
   for fine-tuning and ``<video> <label>`` for pretraining (then the video's own audio track is used).
@@ -24,7 +25,7 @@ import numpy as np
 
 from hicmae.errors import DataError
 
-KNOWN_COLUMNS = ("video", "audio", "label", "start", "end", "fold")
+KNOWN_COLUMNS = ("video", "audio", "label", "start", "end", "fold", "group")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".m4a", ".aac", ".mp3")
 TASKS = ("pretrain", "classification", "multilabel", "regression")
 
@@ -37,6 +38,7 @@ class Row:
     start: float | None = None
     end: float | None = None
     fold: int | None = None
+    group: str | None = None  # rows scored together at test time (AVCAffe: the clips of one task video)
     line: int = 0  # 1-based line in the manifest file, for error messages
 
 
@@ -127,7 +129,7 @@ def _read_csv(path: str, lines: list[str], target_columns: list[str] | None) -> 
                         labels=[values[i].strip() for i in label_idx],
                         start=_number(path, lineno, "start", get("start")),
                         end=_number(path, lineno, "end", get("end")),
-                        fold=_fold(path, lineno, get("fold")), line=lineno))
+                        fold=_fold(path, lineno, get("fold")), group=get("group") or None, line=lineno))
     return Manifest(path, rows, label_columns)
 
 

@@ -14,7 +14,8 @@ from hicmae.models import HiCMAEClassifier
 from hicmae.training.base import ScheduledModule, drop_path_default, model_config
 from hicmae.training.finite import FiniteGuard
 from hicmae.training.init import init_from_checkpoint
-from hicmae.training.metrics import TASKS, ViewMerger, classification_metrics, multilabel_metrics, regression_metrics
+from hicmae.training.metrics import (TASKS, ViewMerger, classification_metrics, merge_groups, multilabel_metrics,
+                                     regression_metrics)
 from hicmae.training.optim import finetune_param_groups
 from hicmae.training.probe import probe_head
 
@@ -193,10 +194,14 @@ class FinetuneModule(ScheduledModule):
     def _epoch_end(self, merger: ViewMerger, stage: str) -> dict:
         merged = merger.compute()  # gathered over processes, de-duplicated, merged per clip
         merger.reset()
+        dataset = getattr(getattr(self.trainer, "datamodule", None), f"{stage}_dataset", None)
+        groups = [r.group for r in dataset.manifest.rows] if dataset is not None else []
+        if any(groups):  # clips scored together (AVCAffe: per task video)
+            merged = merge_groups(merged, groups)
         metrics = self.metrics_of(merged)
         # Identical on every rank already: no further reduction.
         self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
-        self.log(f"{stage}/num_clips", float(merged["index"].numel()), sync_dist=False)
+        self.log(f"{stage}/num_clips", float(merged["index"].numel()), sync_dist=False)  # or groups
         return {"merged": merged, "metrics": metrics}
 
     def on_validation_epoch_end(self) -> None:

@@ -62,6 +62,24 @@ class ViewMerger(Metric):
         return {"index": clips, "scores": summed / counts[:, None], "targets": clip_targets, "num_views": counts}
 
 
+def merge_groups(merged: dict[str, torch.Tensor], groups: list[str | None]) -> dict:
+    """One row per group of clips (``groups[i]``: the group of manifest row i): the mean of the clips' merged
+    scores, the first clip's target. With equally many views per clip this is the original's AVCAffe merge,
+    the mean over every view of every clip of a task video. ``groups`` names the groups in row order."""
+    index = merged["index"].cpu().tolist()
+    names = [groups[i] if groups[i] is not None else f"row {i}" for i in index]
+    order = list(dict.fromkeys(names))
+    of = torch.tensor([order.index(n) for n in names], device=merged["scores"].device)
+    n, scores = len(order), merged["scores"]
+    counts = torch.zeros(n, device=scores.device).index_add_(0, of, torch.ones_like(of, dtype=torch.float))
+    summed = torch.zeros(n, scores.shape[1], device=scores.device).index_add_(0, of, scores)
+    first = torch.full((n,), len(index), dtype=torch.long, device=of.device).scatter_reduce(
+        0, of, torch.arange(len(index), device=of.device), reduce="amin")
+    views = torch.zeros(n, device=scores.device).index_add_(0, of, merged["num_views"].float())
+    return {"index": torch.arange(n), "scores": summed / counts[:, None], "targets": merged["targets"][first],
+            "num_views": views, "groups": order, "num_clips": counts}
+
+
 def classification_metrics(scores: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
     """WAR (accuracy), UAR (mean per-class recall), weighted and macro F1, in percent as the papers report."""
     preds, targets = scores.argmax(dim=-1), targets.reshape(-1).long()

@@ -57,7 +57,10 @@ def write_results(out_dir: str | Path, merged: dict, metrics: dict, *, task: str
         [str(i) for i in range(scores.shape[1])]
     index = merged["index"].cpu().tolist()
     table = {"index": index}
-    if clips is not None:
+    if "groups" in merged:  # one prediction per group of clips (see hicmae.training.metrics.merge_groups)
+        table["group"] = list(merged["groups"])
+        table["num_clips"] = merged["num_clips"].cpu().long().tolist()
+    elif clips is not None:
         table["video"] = [clips[i][0] for i in index]
         table["audio"] = [clips[i][1] or "" for i in index]
     table["num_views"] = merged["num_views"].cpu().long().tolist()
@@ -75,6 +78,9 @@ def write_results(out_dir: str | Path, merged: dict, metrics: dict, *, task: str
         selection = model_selection(protocol) if protocol else "not recorded"
     payload = {"task": task, "num_clips": int(scores.shape[0]), "model_selection": selection,
                "metrics": {k: float(v) for k, v in metrics.items()}}
+    if "groups" in merged:
+        payload.update(num_clips=int(merged["num_clips"].sum()), num_groups=len(merged["groups"]),
+                       scored_per="group of clips (the manifest's group column)")
     if protocol is not None:
         payload["protocol"] = protocol
     with atomic_path(paths["metrics"]) as tmp:

@@ -18,9 +18,9 @@ those of ``info/val.txt`` (the original reads ``test.csv`` as its validation set
 
 Per-video merge: the original scores AVCAffe per task video, averaging the clips' softmax outputs over the
 clips of one ``<participant>_task_<n>`` (it cuts a clip's file name after its third ``_``: ``aiim001_task_1_...``
--> ``aiim001_task_1``). Every row's video path carries that key twice: its two parent folders
-(``aiim001/task_1``) and, in the release's naming, the prefix of its file name. Clips whose file name does not
-start with ``<participant>_<task>_`` are noted in ``prepare.json``: group them by folder, not by name.
+-> ``aiim001_task_1``). Every row carries that key, from its two parent folders (``aiim001/task_1``), in the
+manifest's ``group`` column, and testing scores one prediction per group. Clips whose file name does not start
+with ``<participant>_<task>_`` are noted in ``prepare.json`` (their folders still group them).
 
 Audio: each clip's own track (the original extracted it to 16 kHz wav). ``info/no_audio_files.txt`` lists
 clips in which the participant does not speak; they are kept, as the original keeps them.
@@ -91,7 +91,7 @@ def build(raw: Path, options: dict) -> Prepared:
         elif key not in labels:
             dropped.append(Dropped(clip, f"no {dimension} self-report for its task in {truth}"))
         else:
-            manifests[split].append(Clip(video=clip, label=str(labels[key])))
+            manifests[split].append(Clip(video=clip, label=str(labels[key]), group=key))
             misnamed += not clip.name.startswith(f"{key}_")
     for split, listed in (("train.csv", "info/train.txt"), ("test.csv", "info/val.txt")):
         if not manifests[split]:

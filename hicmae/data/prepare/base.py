@@ -33,6 +33,7 @@ class Clip:
     fold: int | None = None
     start: float | None = None
     end: float | None = None
+    group: str | None = None  # rows scored together at test time (see hicmae.data.manifest)
 
 
 @dataclass
@@ -144,7 +145,7 @@ def write(builder: Builder, prepared: Prepared, out_dir: Path, options: dict) ->
 
 def _write_rows(w, clips: list[Clip], label_columns: list[str], rel) -> None:
     has = lambda attr: any(getattr(c, attr) is not None for c in clips)  # noqa: E731
-    extra = [a for a in ("start", "end", "fold") if has(a)]
+    extra = [a for a in ("start", "end", "fold", "group") if has(a)]
     w.writerow(["video", "audio", *label_columns, *extra])
     for c in clips:
         if not label_columns:

@@ -286,7 +286,8 @@ def _why_not_loadable(path: Path, exc: Exception) -> str:
     # Text first: the unpickler reads a text starting with "c" as a GLOBAL opcode and calls it unsafe.
     if kind not in (ZIP, PICKLE, SAFETENSORS, EMPTY, None):
         return f"not a checkpoint (it looks like {kind})"
-    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    # torch words it "Unsupported global: GLOBAL x" or, for blocked modules (os, posix...), "unsupported GLOBAL x".
+    unsafe = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", message)
     if unsafe:  # the weights-only unpickler met an object it does not allow: refuse, whatever the file claims
         return (f"not a checkpoint that can be loaded safely: it pickles {unsafe.group(1)}, which is not plain "
                 "weights, and unpickling it could run code from the file")
@@ -317,7 +318,11 @@ def load_original_checkpoint(path: str | os.PathLike) -> dict:
     checkpoint, or a checkpoint without model weights.
     """
     path = Path(path)
-    obj = safe_torch_load(path)
+    return original_checkpoint_of(safe_torch_load(path), path)
+
+
+def original_checkpoint_of(obj: object, path: str | os.PathLike) -> dict:
+    """:func:`load_original_checkpoint` on an object ``safe_torch_load`` has already read from ``path``."""
     if not isinstance(obj, dict):
         raise CheckpointError(path, f"expected a dict with a 'model' entry, found {type(obj).__name__}")
     for key in ("model", "module"):
@@ -338,6 +343,68 @@ def load_original_checkpoint(path: str | os.PathLike) -> dict:
     if isinstance(out.get("args"), argparse.Namespace):
         out["args"] = vars(out["args"])
     return out
+
+
+def model_from_original(ckpt: dict, path: str | os.PathLike, preset: str | None = None,
+                        overrides: dict | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model of an original checkpoint (as :func:`load_original_checkpoint` returns it).
+
+    The original records no architecture, so it is read from the tensor shapes (widths, depths, patch
+    sizes: :func:`describe_architecture`), the input sizes from its ``args`` (``input_size``,
+    ``num_frames``, the ``_a<frames>`` of its model name) and the numbers of heads, which shapes do not
+    show, from the preset of the same width (``preset`` and ``overrides`` win over all of these). A state
+    with decoders gives a :class:`HiCMAEPretrain`, one with a ``head`` a :class:`HiCMAEClassifier`.
+    Returns the eval-mode model and what the checkpoint says about it (``sampling_rate``, ``source``).
+    """
+    from hicmae.models import HiCMAEPretrain, ModelConfig
+    from hicmae.models.config import PRESETS
+
+    state, args = ckpt["model"], ckpt.get("args") or {}
+    pretrain = any(_strip_wrappers(k).split(".")[0] in _PRETRAIN_ONLY for k in state)
+    ours = convert_original_state_dict(state, "pretrain" if pretrain else "finetune")
+    if not pretrain and "head.weight" not in ours:
+        raise CheckpointError(path, "neither a pretraining model (no decoders) nor a classifier (no 'head'): "
+                                    "not a HiCMAE checkpoint")
+    arch = describe_architecture(ours)
+    if preset is None:
+        preset = next((name for name, p in PRESETS.items() if p["video_dim"] == arch.get("video_dim")
+                       and p["audio_dim"] == arch.get("audio_dim")), None)
+        if preset is None:
+            raise CheckpointError(path, f"widths {arch.get('video_dim')}/{arch.get('audio_dim')} match no preset "
+                                        f"({', '.join(PRESETS)}): give the preset and the numbers of heads")
+    fields = {k: v for k, v in arch.items() if k != "decoder_depth" or pretrain}
+    if not pretrain:
+        fields.pop("decoder_dim", None)
+    for key, name in (("input_size", "img_size"), ("num_frames", "num_frames")):
+        if isinstance(args.get(key), int):
+            fields[name] = args[key]
+    audio = re.search(r"_a(\d+)", str(args.get("model", "")))
+    if audio:
+        fields["audio_size"] = (int(audio.group(1)), ModelConfig.preset(preset).audio_size[1])
+    wanted = {**{k: v for k, v in fields.items() if PRESETS[preset].get(k, getattr(ModelConfig, k, None)) != v},
+              **(overrides or {})}
+    if "encoder_depth" in wanted and "skip_layers" not in wanted:
+        # Classifiers never use skip layers, but ModelConfig wants valid ones: the presets' last three.
+        depth = int(wanted["encoder_depth"])
+        wanted["skip_layers"] = tuple(max(depth - 1 - 3 * i, 0) for i in reversed(range(3)))
+    try:
+        config = ModelConfig.preset(preset, **wanted)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"cannot describe this checkpoint's architecture: {exc}") from None
+    if pretrain:
+        model: nn.Module = HiCMAEPretrain(config)
+    else:
+        modalities = tuple(m for m in ("video", "audio") if any(k.startswith(f"{m}_encoder.") for k in ours))
+        model = HiCMAEClassifier(config, int(ours["head.weight"].shape[0]), modalities)
+    try:
+        model.load_state_dict(ours, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(path, f"weights do not fit the architecture read from them (preset {preset}): "
+                                    f"{str(exc).splitlines()[0][:200]}") from None
+    info = {"source": Path(path).name}
+    if isinstance(args.get("sampling_rate"), int):
+        info["sampling_rate"] = args["sampling_rate"]
+    return model.eval(), info
 
 
 # ---------------------------------------------------------------------------------------------- releases

@@ -165,9 +165,26 @@ COMMANDS.append(("predict", "predict emotions for videos with a classifier relea
 
 # ---------------------------------------------------------------------------------------------- export
 def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a .ckpt written by pretrain.py or finetune.py")
-    p.add_argument("out", help="the release file to write (.safetensors)")
+    p.add_argument("checkpoint", help="a .ckpt written by pretrain.py or finetune.py, or an original checkpoint-*.pth")
+    p.add_argument("out", help="the release folder to write (model.safetensors, config.json, README.md model card, "
+                               "checksums.sha256); a name ending in .safetensors writes the one-file release instead")
     p.add_argument("--class-names", default=None, help="comma-separated, if the checkpoint does not record them")
+    p.add_argument("--license", default=None,
+                   help="licence of the weights for the model card, a Hub identifier such as mit or cc-by-4.0 "
+                        "(default: unknown)")
+    p.add_argument("--dataset", default=None, help="the training dataset's name, for the model card (e.g. CREMA-D)")
+    p.add_argument("--name", default=None, help="the model card's title (default: the folder's name)")
+    p.add_argument("--description", default=None, help="a paragraph for the top of the model card")
+    p.add_argument("--metrics", default=None,
+                   help="a metrics.json to put in the card (default: the run's results/<checkpoint>/metrics.json, "
+                        "when it exists)")
+    p.add_argument("--preset", default=None, choices=["tiny", "small", "base"],
+                   help="original .pth only: the preset, where the widths do not say it")
+    p.add_argument("--model-overrides", default=None, metavar="JSON",
+                   help='original .pth only: ModelConfig fields the shapes do not show, e.g. \'{"video_heads": 4}\'')
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID",
+                   help="also publish the folder to this Hugging Face Hub repo (user/name; needs `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -175,16 +192,32 @@ def _export(args: argparse.Namespace) -> int:
     from hicmae.training.export import export_checkpoint
 
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    card = {k: getattr(args, k) for k in ("license", "dataset", "name", "description") if getattr(args, k)}
     try:
-        path = export_checkpoint(args.checkpoint, args.out, class_names=names)
+        overrides = json.loads(args.model_overrides) if args.model_overrides else None
+    except ValueError as exc:
+        print(f"error: --model-overrides is not JSON: {exc}", file=sys.stderr)
+        return 2
+    if args.push_to_hub and args.out.endswith(".safetensors"):
+        print("error: --push-to-hub publishes a release folder: give a folder name, not a .safetensors file",
+              file=sys.stderr)
+        return 2
+    try:
+        path = export_checkpoint(args.checkpoint, args.out, class_names=names, preset=args.preset,
+                                 overrides=overrides, metrics=args.metrics, **card)
+        print(f"wrote {path}")
+        if args.push_to_hub:
+            from hicmae.hub import push_to_hub
+
+            print(f"pushed to {push_to_hub(path, args.push_to_hub, private=args.private or None)}")
     except HiCMAEError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {path}")
     return 0
 
 
-COMMANDS.append(("export", "write a training checkpoint as a one-file release", _export_args, _export))
+COMMANDS.append(("export", "write a training checkpoint or an original .pth as a release folder (Hugging Face "
+                           "Hub layout, model card, checksums) or a one-file release", _export_args, _export))
 
 
 # ---------------------------------------------------------------------------------------------- prepare
@@ -281,6 +314,50 @@ def _shard(args: argparse.Namespace) -> int:
 
 
 COMMANDS.append(("shard", "pack a manifest's clips into tar shards for fast training", _shard_args, _shard))
+
+
+# ---------------------------------------------------------------------------------------------- extract-features
+def _features_args(p: argparse.ArgumentParser) -> None:
+    from hicmae.features import FEATURES
+
+    p.add_argument("model", help="a release file or folder, a hub repo id, a .ckpt or an original .pth; "
+                                 "classifier or pretraining model")
+    p.add_argument("manifest", help="CSV manifest (or an original list) of the clips")
+    p.add_argument("out", help="features.parquet (one row per clip), or features.npy (+ features.csv, the clip ids)")
+    p.add_argument("--features", default="fusion",
+                   help=f"comma-separated, from: {', '.join(FEATURES)} (default: %(default)s, the hierarchical "
+                        "fusion feature the classifier head sees)")
+    p.add_argument("--root", default=None, help="data root for relative paths (default: the manifest's folder)")
+    p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=0, help="processes that decode clips (default: %(default)s)")
+    p.add_argument("--segments", type=int, default=2,
+                   help="temporal views per clip, whose features are averaged (default: %(default)s)")
+    _progress_arg(p)
+
+
+def _features(args: argparse.Namespace) -> int:
+    """Exit status 0 when every clip got features, 1 when some failed (named on stderr), 2 when nothing ran."""
+    from hicmae.errors import HiCMAEError
+    from hicmae.features import extract_features
+
+    names = [n.strip() for n in args.features.split(",") if n.strip()]
+    try:
+        summary = extract_features(args.model, args.manifest, args.out, features=names, root=args.root,
+                                   device=args.device, batch_size=args.batch_size, num_workers=args.workers,
+                                   num_segments=args.segments, progress=args.progress)
+    except HiCMAEError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    lines = summary.lines()
+    print(lines[0])
+    for line in lines[1:]:
+        print(line, file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+COMMANDS.append(("extract-features", "write per-clip embeddings of a manifest's clips (Parquet or .npy) for "
+                                     "your own models", _features_args, _features))
 
 
 class _LazyParser(argparse.ArgumentParser):

@@ -265,3 +265,25 @@ def test_release_gets_the_permissions_of_an_ordinary_new_file(tmp_path, umask, m
         os.umask(old)
     load_release(path)
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # written atomically, nothing left over
+
+
+# ---------------------------------------------------------------------------------------------- original models
+def test_an_original_pretraining_pth_is_rebuilt_with_the_heads_given(tmp_path):
+    from hicmae.checkpoint import model_from_original
+
+    torch.manual_seed(0)
+    model = HiCMAEPretrain(CONFIG)
+    write_original_checkpoint(tmp_path / "checkpoint-99.pth", model)
+    ckpt = load_original_checkpoint(tmp_path / "checkpoint-99.pth")
+    heads = dict(video_heads=2, audio_heads=2, fusion_heads=2, decoder_heads=2, img_size=32, num_frames=4,
+                 audio_size=(32, 32), skip_layers=(0, 1, 2))
+    with pytest.raises(CheckpointError, match="widths 64/64 match no preset"):
+        model_from_original(ckpt, tmp_path / "checkpoint-99.pth")
+    rebuilt, info = model_from_original(ckpt, tmp_path / "checkpoint-99.pth", "tiny", heads)
+    assert type(rebuilt) is HiCMAEPretrain and rebuilt.config == CONFIG and info == {"source": "checkpoint-99.pth"}
+    for (name, a), b in zip(model.state_dict().items(), rebuilt.state_dict().values()):
+        assert torch.equal(a, b), name
+    no_head = {k: v for k, v in to_original_names(HiCMAEClassifier(CONFIG, 2).state_dict()).items()
+               if not k.startswith("head.")}
+    with pytest.raises(CheckpointError, match="neither a pretraining model .* nor a classifier"):
+        model_from_original({"model": no_head}, tmp_path / "x.pth", "tiny", heads)

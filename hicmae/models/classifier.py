@@ -59,6 +59,15 @@ class HiCMAEClassifier(nn.Module):
         self._init_weights()
         self.set_grad_checkpointing(grad_checkpointing)
 
+    @classmethod
+    def from_pretrained(cls, source: str, *, device: str | torch.device = "cpu", **kwargs) -> "HiCMAEClassifier":
+        """Load a release file or folder, a Hugging Face Hub repo id (``user/name``; from the local cache
+        with ``HF_HUB_OFFLINE=1``) or a training checkpoint, in eval mode; see :func:`hicmae.hub.load_classifier`
+        (which also returns the metadata). Imported here, so the models need neither it nor huggingface_hub."""
+        from hicmae.hub import load_classifier
+
+        return load_classifier(source, device=device, **kwargs)[0]
+
     def _init_weights(self) -> None:
         # As the original before loading weights: timm ViT init for the encoders, Xavier for the fusion
         # encoder, PyTorch defaults for fc_norm and head.

@@ -84,6 +84,15 @@ class HiCMAEPretrain(nn.Module):
         self._init_weights()
         self.set_grad_checkpointing(grad_checkpointing)
 
+    @classmethod
+    def from_pretrained(cls, source: str, *, device: str | torch.device = "cpu", **kwargs) -> "HiCMAEPretrain":
+        """Load a release file or folder, a Hugging Face Hub repo id (``user/name``; from the local cache
+        with ``HF_HUB_OFFLINE=1``) or a training checkpoint, in eval mode; see :func:`hicmae.hub.load_pretrain`
+        (which also returns the metadata). Imported here, so the models need neither it nor huggingface_hub."""
+        from hicmae.hub import load_pretrain
+
+        return load_pretrain(source, device=device, **kwargs)[0]
+
     def _init_weights(self) -> None:
         # As the original: Xavier for transformer Linears; patch embeddings and the encoder-to-decoder
         # projections keep PyTorch's default init; mask tokens truncated normal std 0.02 cut at +-0.02.

@@ -221,3 +221,26 @@ def test_pretraining_on_jpeg_shards_with_device_augmentation_trains_through_the_
     c = tiny_config()
     assert seen == [((2, 3, c.num_frames, c.img_size, c.img_size), (2, 1, *c.audio_size), False)] * 3
     assert dm.train_dataset.defer_decode
+
+
+def test_fine_tuning_reads_shards_and_leaves_out_the_test_fold(demo, tmp_path):
+    import pytorch_lightning as pl
+
+    from hicmae.training import FinetuneModule
+    from training_helpers import TINY, tiny_datamodule
+
+    out = _shard(demo / "finetune.csv", tmp_path / "s", "--size", 32, "--clips-per-shard", 3)
+    seen = []
+
+    class Rows(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.extend(batch["index"].tolist())
+
+    dm = tiny_datamodule(demo, task="classification", train_manifest=None, train_shards=str(out), fold=1,
+                         batch_size=2, test_manifest=None)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Rows()],
+                         default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(FinetuneModule("tiny", TINY, num_classes=3, base_lr=0.1, warmup_epochs=0), datamodule=dm)
+    folds = [row.fold for row in dm.train_dataset.maker.manifest.rows]
+    assert 1 not in folds and len(seen) == len(folds) // 2 * 2 and len(set(seen)) == len(seen)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -26,6 +28,16 @@ def _keep_masked(tokens: torch.Tensor, mask: torch.Tensor, num_masked: int) -> t
     return torch.gather(tokens, 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
+@functools.lru_cache(maxsize=None)
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as float32 (1, 3, 1, 1, 1) tensors on ``device``, made once per device: a
+    tensor from host values is a blocking copy to the GPU, i.e. a host sync, if made every step."""
+    def table(values):
+        return torch.tensor(values, dtype=torch.float32, device=device).view(1, 3, 1, 1, 1)
+
+    return table(IMAGENET_MEAN), table(IMAGENET_STD)
+
+
 @torch.no_grad()
 def video_target(video: torch.Tensor, mask: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     """Reconstruction target of the masked video tokens, ``(B, num_video_masked, video_patch_dim)``.
@@ -34,9 +46,8 @@ def video_target(video: torch.Tensor, mask: torch.Tensor, config: ModelConfig) -
     token per colour channel; then, with ``frame_diff_target``, replace each later frame of a tube by its
     difference to the first (on the normalised values).
     """
-    mean = video.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)
-    std = video.new_tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
-    pixels = video.float() * std.float() + mean.float()
+    mean, std = _imagenet_stats(video.device)
+    pixels = video.float() * std + mean
     p, t = config.patch_size, config.tubelet_size
     tokens = rearrange(pixels, "b c (t p0) (h p1) (w p2) -> b (t h w) p0 (p1 p2) c", p0=t, p1=p, p2=p)
     if config.normalize_target:

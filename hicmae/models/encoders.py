@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -42,6 +43,20 @@ class Encoder(nn.Module):
             Block(dim, num_heads, mlp_ratio, dpr, norm_eps, fused_attn) for dpr in drop_path_rates(drop_path_rate, depth))
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.grad_checkpointing = False
+        # With ``keep``: embed only the kept patches (True) or embed all, then keep some (the original's way).
+        self.visible_patch_embed = True
+
+    def embed(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Patch embedding plus positions, of every token or only of the positions ``keep`` (B, n)."""
+        if keep is None or not self.visible_patch_embed:
+            x = self.patch_embed(x) + self.pos_embed.to(x.dtype)
+            return x if keep is None else gather_tokens(x, keep)
+        grid = self.patch_embed.grid(x)
+        if math.prod(grid) != self.pos_embed.shape[1]:
+            raise ValueError(f"input of shape {tuple(x.shape)} gives a token grid {grid}, "
+                             f"not the {self.pos_embed.shape[1]} tokens this encoder was built for")
+        pos = self.pos_embed.to(x.dtype).expand(x.shape[0], -1, -1)
+        return self.patch_embed.embed_tokens(x, keep) + gather_tokens(pos, keep)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None,
                 return_layers: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -49,9 +64,7 @@ class Encoder(nn.Module):
 
         Returns the normalised last-layer tokens and the normalised outputs of ``return_layers`` (0-based).
         """
-        x = self.patch_embed(x) + self.pos_embed.to(x.dtype)
-        if keep is not None:
-            x = gather_tokens(x, keep)
+        x = self.embed(x, keep)
         wanted = set(return_layers)
         layers = {}
         for i, block in enumerate(self.blocks):

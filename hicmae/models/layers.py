@@ -130,8 +130,18 @@ class CrossSelfBlock(Block):
         return super().forward(x)
 
 
+def _row_index(ids: torch.Tensor) -> torch.Tensor:
+    return torch.arange(ids.shape[0], device=ids.device).unsqueeze(1).expand_as(ids)
+
+
 class VideoPatchEmbed(nn.Module):
-    """Non-overlapping ``tubelet x patch x patch`` tubes → tokens in time-major order ``(B, N, dim)``."""
+    """Non-overlapping ``tubelet x patch x patch`` tubes → tokens in time-major order ``(B, N, dim)``.
+
+    :meth:`embed_tokens` embeds only some token positions. A convolution whose stride equals its kernel is
+    a linear map applied to each tube on its own, so embedding the kept tubes with the flattened kernel
+    gives the same tokens as embedding every tube and keeping those (the sums differ only in float
+    rounding order), at a tenth of the cost with the 90% tube mask.
+    """
 
     def __init__(self, patch_size: int, tubelet_size: int, dim: int, in_chans: int = 3):
         super().__init__()
@@ -141,9 +151,25 @@ class VideoPatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
 
+    def grid(self, x: torch.Tensor) -> tuple[int, int, int]:
+        (pt, ph, pw), (_, _, t, h, w) = self.proj.kernel_size, x.shape
+        return t // pt, h // ph, w // pw
+
+    def embed_tokens(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Tokens at positions ``ids`` (B, n) only (time-major index ``t*h*w + row*w + col``) → (B, n, dim)."""
+        (pt, ph, pw), (b, c, _, _, _) = self.proj.kernel_size, x.shape
+        t, h, w = self.grid(x)
+        tubes = x.view(b, c, t, pt, h, ph, w, pw)
+        # Advanced indices split by slices move to the front: (B, n, C, pt, ph, pw), only the kept tubes read.
+        tubes = tubes[_row_index(ids), :, ids // (h * w), :, (ids // w) % h, :, ids % w, :]
+        return F.linear(tubes.reshape(*ids.shape, -1), self.proj.weight.flatten(1), self.proj.bias)
+
 
 class AudioPatchEmbed(nn.Module):
-    """Non-overlapping ``patch x patch`` spectrogram patches → tokens ordered (time, frequency)."""
+    """Non-overlapping ``patch x patch`` spectrogram patches → tokens ordered (time, frequency).
+
+    :meth:`embed_tokens` embeds only some positions, as :class:`VideoPatchEmbed` does.
+    """
 
     def __init__(self, patch_size: int, dim: int, in_chans: int = 1):
         super().__init__()
@@ -151,6 +177,17 @@ class AudioPatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
+
+    def grid(self, x: torch.Tensor) -> tuple[int, int]:
+        (pt, pf), (_, _, t, f) = self.proj.kernel_size, x.shape
+        return t // pt, f // pf
+
+    def embed_tokens(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Tokens at positions ``ids`` (B, n) only (index ``t*f + freq``) → (B, n, dim)."""
+        (pt, pf), (b, c, _, _) = self.proj.kernel_size, x.shape
+        t, f = self.grid(x)
+        patches = x.view(b, c, t, pt, f, pf)[_row_index(ids), :, ids // f, :, ids % f, :]  # (B, n, C, pt, pf)
+        return F.linear(patches.reshape(*ids.shape, -1), self.proj.weight.flatten(1), self.proj.bias)
 
 
 def drop_path_rates(rate: float, depth: int) -> list[float]:

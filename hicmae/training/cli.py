@@ -84,6 +84,9 @@ class HiCMAECLI(LightningCLI):
         run_folder.silence_lightning_noise()
         self._args = list(args) if isinstance(args, (list, tuple)) else None
         # Our modules build their own optimiser and schedule: no --optimizer / --lr_scheduler options.
+        from hicmae.training.base import Trainer  # accepts precision: auto (bf16 on Ampere or newer)
+
+        kwargs.setdefault("trainer_class", Trainer)
         super().__init__(model_class, HiCMAEDataModule, save_config_callback=run_folder.RunConfig,
                          parser_class=HiCMAEArgumentParser, auto_configure_optimizers=False, args=args, run=run,
                          **kwargs)

@@ -165,9 +165,18 @@ class FinetuneModule(ScheduledModule):
         loss = self._loss(outputs, batch["label"])
         self.observe_loss({"loss": loss})
         size = outputs.shape[0]
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self._last_loss = loss.detach()
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=False, batch_size=size)
         self.log_throughput(size)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        if self.is_log_batch():
+            # The progress bar's loss, only on log batches: Lightning reads every progress-bar value back to
+            # the host after every batch, a GPU sync per step otherwise.
+            self.log("loss", self.host_scalar(self._last_loss), prog_bar=True, on_step=True, on_epoch=False,
+                     logger=False)
 
     def _eval_step(self, batch: dict, merger: ViewMerger) -> torch.Tensor:
         outputs = self(batch.get("video"), batch.get("audio"))

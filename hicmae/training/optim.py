@@ -91,11 +91,25 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, peak_lr: float
     return min_lr + 0.5 * (peak_lr - min_lr) * (1 + math.cos(math.pi * i / remaining))
 
 
-def build_optimizer(groups: list[dict], lr: float, betas: tuple[float, float], eps: float = 1e-8
-                    ) -> torch.optim.AdamW:
-    # Extra keys (lr_scale, name, param_names) stay in each param_group, where the scheduler reads them.
+def all_on_cuda(params: list) -> bool:
+    """Whether there are parameters and every one is on a CUDA device (where fused AdamW is the default)."""
+    return bool(params) and all(p.device.type == "cuda" for p in params)
+
+
+def build_optimizer(groups: list[dict], lr: float, betas: tuple[float, float], eps: float = 1e-8,
+                    fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over ``groups`` (each keeps its extra keys: lr_scale, name, param_names, fixed_lr).
+
+    ``fused``: torch's fused AdamW kernel (one kernel for all parameters; with a GradScaler it also
+    unscales and skips inf steps on the device, without the scaler's host sync). ``None`` (auto) fuses when
+    every parameter is on a CUDA device and otherwise keeps torch's default (foreach on GPU, a loop on
+    the CPU). The update rule is AdamW's in every case; only the kernels and rounding order differ.
+    """
     clean = [{**g, "lr": g.get("fixed_lr", lr * g["lr_scale"])} for g in groups if g["params"]]
-    return torch.optim.AdamW(clean, lr=lr, betas=tuple(betas), eps=eps)
+    if fused is None:
+        fused = all_on_cuda([p for g in clean for p in g["params"]])
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(clean, lr=lr, betas=tuple(betas), eps=eps, **extra)
 
 
 class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):

@@ -6,6 +6,7 @@ import logging
 
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.accelerators import CUDAAccelerator
 from torch import nn
 
 from hicmae.losses import pretrain_losses
@@ -32,7 +33,12 @@ class PretrainModule(ScheduledModule):
         probe_num_classes: classes of the online linear probe; ``None`` takes the data module's
             ``num_classes`` when its batches carry labels, 0 turns the probe off.
         probe_lr: constant lr of the probe (it trains on detached features, so it never affects the backbone).
-        fused_attn, grad_checkpointing: passed to the model.
+        fused_attn, grad_checkpointing, visible_patch_embed: passed to the model (``visible_patch_embed``: embed
+            only the visible patches, equal to the original's embed-all-then-drop to float rounding).
+        fused_adamw: torch's fused AdamW kernel; ``None`` (default) uses it when the model is on a CUDA GPU
+            (unless gradient clipping is combined with 16-mixed, which Lightning cannot do with it).
+        compile: ``torch.compile`` the forward pass and loss; ``None`` (default) compiles when training on a
+            CUDA GPU and not on the CPU. ``compile_mode``: its ``mode`` (e.g. ``max-autotune``; default torch's).
     """
 
     def __init__(self, model_preset: str = "base", model_overrides: dict | None = None, base_lr: float = 3e-4,
@@ -40,11 +46,14 @@ class PretrainModule(ScheduledModule):
                  weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.95),
                  global_batch_size: int | None = None, contrastive_gather: bool = False,
                  probe_num_classes: int | None = None, probe_lr: float = 1e-3, fused_attn: bool = True,
-                 grad_checkpointing: bool = False):
+                 grad_checkpointing: bool = False, visible_patch_embed: bool = True,
+                 fused_adamw: bool | None = None, compile: bool | None = None, compile_mode: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.config = model_config(model_preset, model_overrides)
-        self.model = HiCMAEPretrain(self.config, fused_attn=fused_attn, grad_checkpointing=grad_checkpointing)
+        self.model = HiCMAEPretrain(self.config, fused_attn=fused_attn, grad_checkpointing=grad_checkpointing,
+                                    visible_patch_embed=visible_patch_embed)
+        self._forward_loss = self._forward_loss_eager
         self.probe: nn.Module | None = None
         if probe_num_classes:
             self._build_probe(probe_num_classes)
@@ -56,6 +65,7 @@ class PretrainModule(ScheduledModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        self.set_compile(self.should_compile())
         if self.probe is None and self.hparams.probe_num_classes is None:
             dm = getattr(self.trainer, "datamodule", None)
             num_classes = getattr(dm, "num_classes", None) if dm is not None else None
@@ -81,13 +91,40 @@ class PretrainModule(ScheduledModule):
         generator = torch.Generator(self.device).manual_seed(self.draw_seed(stage, batch_idx))
         return pretrain_masks(self.config, batch=batch["video"].shape[0], generator=generator)
 
+    # ------------------------------------------------------------------ torch.compile
+    def should_compile(self) -> bool:
+        """The ``compile`` option, with ``None`` resolved: on when the trainer runs on a CUDA GPU."""
+        if self.hparams.get("compile") is not None:
+            return bool(self.hparams.compile)
+        trainer = self._trainer
+        return trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
+
+    def set_compile(self, enable: bool) -> None:
+        """Run the forward pass and loss through ``torch.compile`` (one graph: the model is compilable with
+        ``fullgraph``; masks are drawn outside it). Parameter names and checkpoints do not change."""
+        if not enable:
+            self._forward_loss = self._forward_loss_eager
+        elif self._forward_loss == self._forward_loss_eager:
+            mode = self.hparams.get("compile_mode")
+            self._forward_loss = torch.compile(self._forward_loss_eager, **({"mode": mode} if mode else {}))
+            log.info("torch.compile: forward pass and loss (mode %s)", mode or "default")
+
+    @property
+    def compiled(self) -> bool:
+        return self._forward_loss != self._forward_loss_eager
+
+    def _forward_loss_eager(self, video: torch.Tensor, video_mask: torch.Tensor, audio: torch.Tensor,
+                            audio_mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], PretrainOutput]:
+        outputs = self.model(video, video_mask, audio, audio_mask)
+        terms = pretrain_losses(outputs, video, audio, video_mask, audio_mask, self.config,
+                                contrastive_gather=self.hparams.contrastive_gather)
+        return terms, outputs
+
     def _step(self, batch: dict, stage: str = "train", batch_idx: int = 0
               ) -> tuple[dict[str, torch.Tensor], PretrainOutput, tuple]:
         video, audio = batch["video"], batch["audio"]
         video_mask, audio_mask = self._masks(batch, stage, batch_idx)
-        outputs = self.model(video, video_mask, audio, audio_mask)
-        terms = pretrain_losses(outputs, video, audio, video_mask, audio_mask, self.config,
-                                contrastive_gather=self.hparams.contrastive_gather)
+        terms, outputs = self._forward_loss(video, video_mask, audio, audio_mask)
         return terms, outputs, (video_mask, audio_mask)
 
     def _probe_terms(self, batch: dict, outputs: PretrainOutput) -> dict[str, torch.Tensor]:
@@ -102,16 +139,25 @@ class PretrainModule(ScheduledModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms, outputs, _ = self._step(batch, "train", batch_idx)
         self.observe_loss(terms)
+        self._last_loss = terms["loss"].detach()
         probe = self._probe_terms(batch, outputs)
         batch_size = batch["video"].shape[0]
+        # Device tensors, read back by Lightning only when it writes the logs (no host sync in the step).
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=True,
                       prog_bar=False, batch_size=batch_size, sync_dist=False)
-        self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
         if probe:
             self.log_dict({f"train/{k}": v.detach() for k, v in probe.items()}, on_step=False, on_epoch=True,
                           batch_size=batch_size, sync_dist=True)
         self.log_throughput(batch_size)
         return terms["loss"] + probe.get("probe_loss", 0.0)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        loss = getattr(self, "_last_loss", None)
+        if loss is not None and self.is_log_batch():
+            # The progress bar's loss, refreshed only on log batches: Lightning converts every progress-bar
+            # value to a Python number after every batch, which for a device tensor is a host sync.
+            self.log("loss", self.host_scalar(loss), prog_bar=True, on_step=True, on_epoch=False, logger=False)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         terms, outputs, _ = self._step(batch, "val", batch_idx)

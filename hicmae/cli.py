@@ -129,38 +129,95 @@ COMMANDS.append(("kfold", "fine-tune or linear-probe every fold and tabulate mea
 
 # ---------------------------------------------------------------------------------------------- predict
 def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a classifier release (.safetensors, see `hicmae export`)")
-    p.add_argument("videos", nargs="+", help="video files or folders of face frames")
-    p.add_argument("--audio", nargs="+", default=None, help="one wav per video (default: each video's own track)")
+    p.add_argument("model", help="a classifier: release file (.safetensors) or folder, hub repo id, or a "
+                                 "finetune.py checkpoint (.ckpt)")
+    p.add_argument("videos", nargs="+", help="video files (or, with --no-face-crop, folders of face frames)")
+    p.add_argument("--audio", nargs="+", default=None,
+                   help="one wav per video, '-' for a video's own track (default: each video's own track)")
+    p.add_argument("--face-crop", action=argparse.BooleanOptionalAction, default=True,
+                   help="find and crop the face first, as the model was trained on face crops; --no-face-crop "
+                        "for inputs that are face crops already (default: crop)")
+    p.add_argument("--detector", choices=["short", "full"], default=None,
+                   help="face detector: short (faces over about a tenth of the frame, fast) or full (smaller, "
+                        "more distant faces, about 3x slower) (default: short)")
     p.add_argument("--device", default="cpu", help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="views (or timeline windows) per forward pass (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that decode and crop files while the model runs (default: %(default)s)")
     p.add_argument("--segments", type=int, default=2,
                    help="temporal views per clip, averaged (default: %(default)s, as the original)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of one line per video")
+    p.add_argument("--csv", metavar="OUT", default=None,
+                   help="also write a CSV: video, audio, label, face_fraction, one column per output, error")
+    p.add_argument("--timeline", action="store_true",
+                   help="score every 2.56 s window of each video (for long videos); needs --out")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="--timeline: folder for <video stem>.csv, .png and .html")
+    p.add_argument("--hop", type=float, default=1.0,
+                   help="--timeline: seconds between window starts (default: %(default)s)")
     _progress_arg(p)
 
 
 def _predict(args: argparse.Namespace) -> int:
+    """Exit status 0 when every file got scores, 1 when any failed (each failure named on stderr),
+    2 when nothing could run (model not loadable, bad options)."""
     from hicmae.errors import HiCMAEError
-    from hicmae.inference import Predictor
+    from hicmae.inference import Predictor, write_predictions_csv
 
+    if args.timeline and not args.out:
+        print("error: --timeline needs --out DIR for its files", file=sys.stderr)
+        return 2
+    if args.timeline and args.csv:
+        print("error: --timeline writes one CSV per video into --out; --csv is for whole-file predictions",
+              file=sys.stderr)
+        return 2
     try:
-        predictions = Predictor(args.model, args.device, args.segments).predict(
-            args.videos, args.audio, args.batch_size, progress=args.progress)
-    except HiCMAEError as err:
+        crop_options = {"detector": args.detector} if args.detector else None
+        if args.audio:
+            args.audio = [None if a == "-" else a for a in args.audio]
+        predictor = Predictor(args.model, args.device, args.segments, face_crop=args.face_crop,
+                              crop_options=crop_options)
+        if args.timeline:
+            return _predict_timeline(predictor, args)
+        results = predictor.predict(args.videos, args.audio, args.batch_size, args.workers, progress=args.progress)
+        if args.csv:
+            write_predictions_csv(results, args.csv)
+    except (HiCMAEError, OSError) as err:  # OSError: the --csv or --out path cannot be written
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps([p.as_dict() for p in predictions], indent=1))
-        return 0
-    for p in predictions:
-        top = p.label if p.label is not None else ""
-        scores = " ".join(f"{n}={s:.3f}" for n, s in zip(p.names, p.scores))
-        print(f"{p.video}\t{top}\t{scores}")
-    return 0
+        print(json.dumps([r.as_dict() for r in results], indent=1))
+    for r in results:
+        if r.ok and not args.json:
+            scores = " ".join(f"{n}={s:.3f}" for n, s in zip(r.names, r.scores))
+            print(f"{r.video}\t{r.label or ''}\t{scores}")
+    return _report_failures([r.error for r in results if not r.ok], len(results))
 
 
-COMMANDS.append(("predict", "predict emotions for videos with a classifier release", _predict_args, _predict))
+def _predict_timeline(predictor, args: argparse.Namespace) -> int:
+    from hicmae.timeline import run_timelines
+
+    results = run_timelines(predictor, args.videos, args.audio, args.out, hop=args.hop, batch_size=args.batch_size,
+                            progress=args.progress)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    for r in results:
+        if r["error"] is None and not args.json:
+            print(f"{r['video']}\t{r['windows']} windows, {r['no_face']} without a face\t{r['html']}")
+    return _report_failures([r["error"] for r in results if r["error"] is not None], len(results))
+
+
+def _report_failures(errors: list[str], total: int) -> int:
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} of {total} videos failed", file=sys.stderr)
+    return 1 if errors else 0
+
+
+COMMANDS.append(("predict", "predict emotions for videos (raw or face crops), or their timeline",
+                 _predict_args, _predict))
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -358,6 +415,91 @@ def _features(args: argparse.Namespace) -> int:
 
 COMMANDS.append(("extract-features", "write per-clip embeddings of a manifest's clips (Parquet or .npy) for "
                                      "your own models", _features_args, _features))
+
+
+# ---------------------------------------------------------------------------------------------- preprocess
+def _preprocess_args(p: argparse.ArgumentParser) -> None:
+    from hicmae.preprocess.faces import DEFAULT_DETECT_EVERY, DEFAULT_MARGIN, DEFAULT_MAX_GAP, DEFAULT_SIZE
+
+    p.add_argument("input", help="a folder of videos (searched at any depth) or a manifest (CSV or an original list)")
+    p.add_argument("out_dir", help="folder for videos/ (or frames/), audio/, manifest.csv, failures.csv, summary.json")
+    p.add_argument("--root", default=None, help="data root for a manifest's relative paths (default: its folder)")
+    p.add_argument("--targets", default=None, help="comma-separated regression target columns of the manifest")
+    p.add_argument("--audio-dir", default=None,
+                   help="for a folder input: separate audio files (m4a, wav...) in a tree mirroring it, matched by "
+                        "name, e.g. VoxCeleb2's dev/aac for dev/mp4 (default: each video's own audio track)")
+    p.add_argument("--size", type=int, default=None,
+                   help=f"side of the square face crop in pixels (default: {DEFAULT_SIZE}; 224 for VoxCeleb2-style "
+                        "pretraining data)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help="face-box side added on each side of the face (default: %(default)s, forehead to chin as "
+                        "OpenFace's aligned faces; about 0.6 frames head and shoulders as VoxCeleb2)")
+    p.add_argument("--shift", type=float, default=0.0,
+                   help="move the square down by this many face sides (negative: up) (default: %(default)s)")
+    p.add_argument("--detector", choices=["short", "full"], default="short",
+                   help="BlazeFace model: short range (fast; faces wider than about a tenth of the frame) or full "
+                        "range (about 3x slower; small faces) (default: %(default)s)")
+    p.add_argument("--min-score", type=float, default=0.7,
+                   help="detector score to accept a face (default: %(default)s)")
+    p.add_argument("--detect-every", type=int, default=DEFAULT_DETECT_EVERY,
+                   help="run the detector on every k-th frame and interpolate between (default: %(default)s)")
+    p.add_argument("--max-gap", type=float, default=DEFAULT_MAX_GAP,
+                   help="seconds without a face that are bridged by interpolation (default: %(default)s)")
+    p.add_argument("--long-gaps", choices=["fail", "keep"], default="fail",
+                   help="a clip whose face is lost for longer than --max-gap: fail it (failures.csv says where) or "
+                        "keep it, holding the last box over the gap (default: %(default)s)")
+    p.add_argument("--output", choices=["mp4", "frames"], default="mp4",
+                   help="crops as an H.264 mp4 per clip, or a folder of jpg frames per clip (default: %(default)s)")
+    p.add_argument("--crf", type=int, default=18,
+                   help="x264 quality of the mp4s, lower is better (default: %(default)s)")
+    p.add_argument("--no-crop", dest="crop", action="store_false", default=None,
+                   help="keep the videos as they are (already face crops) and only write the wavs")
+    p.add_argument("--max-av-diff", type=float, default=None,
+                   help="leave out clips whose audio and video durations differ by this many seconds or more "
+                        "(default: not checked; 0.1 with --voxceleb2)")
+    p.add_argument("--voxceleb2", action="store_true",
+                   help="VoxCeleb2 as distributed (REFERENCE.md 9.1): keep the 224x224 face videos, convert the m4a "
+                        "(--audio-dir) or the mp4's own track to 16 kHz wav, leave out clips whose audio and video "
+                        "differ by 0.1 s or more; --crop-faces recrops them")
+    p.add_argument("--crop-faces", dest="crop", action="store_true", default=None,
+                   help="with --voxceleb2: cut new face crops from the videos instead of keeping them")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU core)")
+    p.add_argument("--part", type=_part, default=(1, 1),
+                   help="i/n: process only every n-th clip starting at the i-th, so n machines share the work; the "
+                        "run that completes the input writes the manifest (default: 1/1)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="redo clips an earlier run recorded as failed (finished clips are always skipped)")
+    _progress_arg(p)
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from hicmae.errors import HiCMAEError
+    from hicmae.preprocess.faces import FaceSettings
+    from hicmae.preprocess.run import VOXCELEB2, PreprocessSettings, preprocess
+
+    base = VOXCELEB2 if args.voxceleb2 else PreprocessSettings()
+    faces = FaceSettings(detector=args.detector, min_score=args.min_score, detect_every=args.detect_every,
+                         max_gap=args.max_gap)
+    settings = PreprocessSettings(
+        size=args.size or base.size, margin=args.margin, shift=args.shift,
+        faces=faces, long_gaps=args.long_gaps, output=args.output, crf=args.crf,
+        crop=base.crop if args.crop is None else args.crop,
+        max_av_diff=args.max_av_diff if args.max_av_diff is not None else base.max_av_diff)
+    targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
+    try:
+        summary = preprocess(args.input, args.out_dir, settings, root=args.root, audio_dir=args.audio_dir,
+                             target_columns=targets, workers=args.workers, part=args.part,
+                             retry_failed=args.retry_failed, progress=args.progress)
+    except HiCMAEError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+COMMANDS.append(("preprocess", "raw videos to face-crop videos, 16 kHz wavs, a manifest and a failure log",
+                 _preprocess_args, _preprocess))
 
 
 class _LazyParser(argparse.ArgumentParser):

@@ -91,6 +91,16 @@ def test_jpeg_shards_are_smaller_and_close_to_the_source(demo, tmp_path):
         assert 10 * np.log10(255 ** 2 / mse) > 30, row  # PSNR in dB: lossy, but close
 
 
+def test_jpeg_frames_decode_in_one_batch_to_exactly_what_pillow_decodes(demo, tmp_path):
+    from hicmae.data.shards.format import decode_image
+
+    out = _shard(demo / "pretrain.csv", tmp_path / "s", "--encoding", "jpeg", "--size", 0)
+    clip = _records(out)[0].clip()
+    picked = [3, 0, 3, len(clip) - 1]
+    expected = np.stack([decode_image(clip.encoded(i)) for i in picked])  # Pillow, frame by frame
+    assert np.array_equal(clip.frames(picked), expected)
+
+
 def test_the_voxceleb2_crop_and_the_resize_are_done_once_when_sharding(demo, tmp_path):
     out = _shard(demo / "pretrain.csv", tmp_path / "s", "--encoding", "png", "--size", 16, "--voxceleb2-crop")
     record = _records(out)[0]

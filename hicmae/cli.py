@@ -458,9 +458,9 @@ def _preprocess_args(p: argparse.ArgumentParser) -> None:
                    help="leave out clips whose audio and video durations differ by this many seconds or more "
                         "(default: not checked; 0.1 with --voxceleb2)")
     p.add_argument("--voxceleb2", action="store_true",
-                   help="VoxCeleb2 as distributed, as the original prepared it: keep the 224x224 face videos, convert the m4a "
-                        "(--audio-dir) or the mp4's own track to 16 kHz wav, leave out clips whose audio and video "
-                        "differ by 0.1 s or more; --crop-faces recrops them")
+                   help="VoxCeleb2 as distributed, as the original prepared it: keep the 224x224 face videos, "
+                        "convert the m4a (--audio-dir) or the mp4's own track to 16 kHz wav, leave out clips whose "
+                        "audio and video differ by 0.1 s or more; --crop-faces recrops them")
     p.add_argument("--crop-faces", dest="crop", action="store_true", default=None,
                    help="with --voxceleb2: cut new face crops from the videos instead of keeping them")
     p.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU core)")

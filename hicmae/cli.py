@@ -19,6 +19,21 @@ def _progress_arg(p: argparse.ArgumentParser) -> None:
                         "is a terminal)")
 
 
+def _report(job) -> int:
+    """Run a command's ``job`` (returning a summary with ``lines()``): print the summary, or its error in one
+    line on stderr with exit status 2."""
+    from hicmae.errors import HiCMAEError
+
+    try:
+        summary = job()
+    except HiCMAEError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- validate
 def _validate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="CSV manifest (or an original space-separated list)")
@@ -295,19 +310,11 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from hicmae.errors import HiCMAEError
-
     b = args._builder
-    try:
-        summary = b.run(args.raw_dir, args.out_dir, **{k: getattr(args, k) for k in args._options})
-    except HiCMAEError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for line in summary.lines():
-        print(line)
-    if b.config:
+    status = _report(lambda: b.run(args.raw_dir, args.out_dir, **{k: getattr(args, k) for k in args._options}))
+    if status == 0 and b.config:
         print(f"config: {b.config} (README, 'Datasets', shows the command)")
-    return 0
+    return status
 
 
 COMMANDS.append(("prepare", "turn a benchmark as distributed into manifests with folds", _prepare_args, _prepare))
@@ -352,22 +359,15 @@ def _shard_args(p: argparse.ArgumentParser) -> None:
 
 def _shard(args: argparse.Namespace) -> int:
     from hicmae.data.shards.writer import ShardSettings, shard_manifest
-    from hicmae.errors import HiCMAEError
 
     settings = ShardSettings(encoding=args.encoding, quality=args.quality, size=args.size or None,
                              voxceleb2_crop=args.voxceleb2_crop, clips_per_shard=args.clips_per_shard,
                              shuffle_seed=None if args.shuffle_seed < 0 else args.shuffle_seed,
                              folder_fps=args.folder_fps)
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
-    try:
-        summary = shard_manifest(args.manifest, args.out_dir, settings, root=args.root, target_columns=targets,
-                                 workers=args.workers, part=args.part, progress=args.progress)
-    except HiCMAEError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for line in summary.lines():
-        print(line)
-    return 0
+    return _report(lambda: shard_manifest(args.manifest, args.out_dir, settings, root=args.root,
+                                          target_columns=targets, workers=args.workers, part=args.part,
+                                          progress=args.progress))
 
 
 COMMANDS.append(("shard", "pack a manifest's clips into tar shards for fast training", _shard_args, _shard))
@@ -473,7 +473,6 @@ def _preprocess_args(p: argparse.ArgumentParser) -> None:
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from hicmae.errors import HiCMAEError
     from hicmae.preprocess.faces import FaceSettings
     from hicmae.preprocess.run import VOXCELEB2, PreprocessSettings, preprocess
 
@@ -486,16 +485,9 @@ def _preprocess(args: argparse.Namespace) -> int:
         crop=base.crop if args.crop is None else args.crop,
         max_av_diff=args.max_av_diff if args.max_av_diff is not None else base.max_av_diff)
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
-    try:
-        summary = preprocess(args.input, args.out_dir, settings, root=args.root, audio_dir=args.audio_dir,
-                             target_columns=targets, workers=args.workers, part=args.part,
-                             retry_failed=args.retry_failed, progress=args.progress)
-    except HiCMAEError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for line in summary.lines():
-        print(line)
-    return 0
+    return _report(lambda: preprocess(args.input, args.out_dir, settings, root=args.root,
+                                      audio_dir=args.audio_dir, target_columns=targets, workers=args.workers,
+                                      part=args.part, retry_failed=args.retry_failed, progress=args.progress))
 
 
 COMMANDS.append(("preprocess", "raw videos to face-crop videos, 16 kHz wavs, a manifest and a failure log",

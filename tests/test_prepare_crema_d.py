@@ -18,6 +18,7 @@ from hicmae.data.manifest import read_manifest
 from hicmae.data.media_writer import tone, write_mp4, write_wav
 from hicmae.data.prepare import crema_d
 from hicmae.errors import DataError
+from prepare_helpers import assert_refused
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "prepare" / "crema_d"
@@ -133,33 +134,25 @@ def test_prepare_options(tmp_path, media):
     assert all(ORIGINAL[Path(r.video).stem] == (r.labels[0], r.fold) for r in rows)
 
 
-def _fails(capsys, raw: Path, out: Path, *expected: str) -> None:
-    assert prepare(raw, out) == 2
-    err = capsys.readouterr().err
-    for text in expected:
-        assert text in err, err
-    assert not (out / "crema_d.csv").exists() and not (out / "dropped.csv").exists()
-
-
 def test_broken_trees_name_what_is_missing(tmp_path, media, capsys):
     names = TREE[:6]
     raw = make_tree(tmp_path / "a", media, names)
     shutil.rmtree(raw / "AudioWAV")
-    _fails(capsys, raw, tmp_path / "out_a", "missing AudioWAV", "github.com/CheyneyComputerScience/CREMA-D")
+    assert_refused(capsys, prepare, raw, tmp_path / "out_a", "missing AudioWAV", "github.com/CheyneyComputerScience/CREMA-D")
 
     raw = make_tree(tmp_path / "b", media, names)
     (raw / "AudioWAV" / f"{names[2]}.wav").unlink()
     (raw / "VideoFlash" / f"{names[4]}.flv").unlink()
-    _fails(capsys, raw, tmp_path / "out_b", f"AudioWAV/{names[2]}.wav", f"VideoFlash/{names[4]}.flv")
+    assert_refused(capsys, prepare, raw, tmp_path / "out_b", f"AudioWAV/{names[2]}.wav", f"VideoFlash/{names[4]}.flv")
 
     raw = make_tree(tmp_path / "c", media, names)  # downloaded as a zip, without git-lfs
     for f in [*(raw / "VideoFlash").iterdir(), *(raw / "AudioWAV").iterdir()]:
         f.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:5152cf0f\nsize 35166\n")
-    _fails(capsys, raw, tmp_path / "out_c", "Git LFS pointers", "git lfs pull")
+    assert_refused(capsys, prepare, raw, tmp_path / "out_c", "Git LFS pointers", "git lfs pull")
 
     raw = make_tree(tmp_path / "d", media, names)
     shutil.copy(media[0], raw / "VideoFlash" / "interview.flv")
-    _fails(capsys, raw, tmp_path / "out_d", "VideoFlash/interview.flv", "not CREMA-D clips")
+    assert_refused(capsys, prepare, raw, tmp_path / "out_d", "VideoFlash/interview.flv", "not CREMA-D clips")
 
     raw = make_tree(tmp_path / "e", media, [])
-    _fails(capsys, raw, tmp_path / "out_e", "has no .flv clips")
+    assert_refused(capsys, prepare, raw, tmp_path / "out_e", "has no .flv clips")

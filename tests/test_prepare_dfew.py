@@ -14,6 +14,7 @@ from hicmae.cli import main
 from hicmae.data.manifest import read_manifest
 from hicmae.data.media_writer import tone, write_frame_folder, write_mp4
 from hicmae.data.prepare import dfew
+from prepare_helpers import assert_refused
 
 # DFEW's label codes, as its README defines them (the original family uses code - 1 as the class index).
 CODES = {1: "happy", 2: "sad", 3: "neutral", 4: "angry", 5: "surprise", 6: "disgust", 7: "fear"}
@@ -102,14 +103,6 @@ def test_face_frames_with_the_clips_audio(tree, tmp_path):
         assert (row.labels[0], row.fold) == (CODES[CLIPS[n][0]], CLIPS[n][1])
 
 
-def _fails(capsys, raw: Path, out: Path, *expected: str) -> None:
-    assert prepare(raw, out) == 2
-    err = capsys.readouterr().err
-    for text in expected:
-        assert text in err, err
-    assert not out.exists()
-
-
 def test_broken_trees_name_what_is_missing(tree, tmp_path, capsys):
     def copy(name):
         return Path(shutil.copytree(tree, tmp_path / name, ignore=shutil.ignore_patterns("clip_224x224")))
@@ -117,28 +110,28 @@ def test_broken_trees_name_what_is_missing(tree, tmp_path, capsys):
     raw = copy("a")
     (raw / SPLITS / "test(single-labeled)" / "set_2.csv").unlink()
     shutil.rmtree(raw / "Clip" / "original")
-    _fails(capsys, raw, tmp_path / "oa", "missing Clip/original", "test(single-labeled)/set_2.csv",
+    assert_refused(capsys, prepare, raw, tmp_path / "oa", "missing Clip/original", "test(single-labeled)/set_2.csv",
            "dfew-dataset.github.io")
 
     raw = copy("b")
     (raw / "Clip" / "original" / "11.mp4").unlink()
-    _fails(capsys, raw, tmp_path / "ob", "missing Clip/original/11.mp4")
+    assert_refused(capsys, prepare, raw, tmp_path / "ob", "missing Clip/original/11.mp4")
 
     raw = copy("c")
     broken = dict(CLIPS)
     broken[4] = (8, CLIPS[4][1])
     write_splits(raw, broken)
-    _fails(capsys, raw, tmp_path / "oc", "label 8 is not one of 1-7")
+    assert_refused(capsys, prepare, raw, tmp_path / "oc", "label 8 is not one of 1-7")
 
     raw = copy("d")  # clip 2 in two test sets
     path = raw / SPLITS / "test(single-labeled)" / f"set_{CLIPS[4][1]}.csv"
     path.write_text(path.read_text() + f"2,{CLIPS[2][0]}\n")
-    _fails(capsys, raw, tmp_path / "od", "lists clip 2", "must not overlap")
+    assert_refused(capsys, prepare, raw, tmp_path / "od", "lists clip 2", "must not overlap")
 
     raw = copy("f")  # a train list that is not the other sets' test clips
     path = raw / SPLITS / "train(single-labeled)" / "set_1.csv"
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
-    _fails(capsys, raw, tmp_path / "of", "train(single-labeled)/set_1.csv", "lacks")
+    assert_refused(capsys, prepare, raw, tmp_path / "of", "train(single-labeled)/set_1.csv", "lacks")
 
     assert main(["prepare", "dfew", str(copy("e")), str(tmp_path / "oe"), "--video", "frames"]) == 2
     assert "missing Clip/clip_224x224" in capsys.readouterr().err and not (tmp_path / "oe").exists()

@@ -16,6 +16,7 @@ from hicmae.cli import main
 from hicmae.data.manifest import encode_labels, read_manifest
 from hicmae.data.media_writer import tone, write_frame_folder, write_mp4
 from hicmae.data.prepare import mafw
+from prepare_helpers import assert_refused
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "prepare" / "mafw"
@@ -137,14 +138,6 @@ def test_compound_and_multilabel(tree, tmp_path, capsys):
         assert [CLASSES[i] for i in np.flatnonzero(vector)] == sorted(expected, key=CLASSES.index), name
 
 
-def _fails(capsys, raw: Path, out: Path, *expected: str) -> None:
-    assert prepare(raw, out) == 2
-    err = capsys.readouterr().err
-    for text in expected:
-        assert text in err, err
-    assert not out.exists()
-
-
 def test_broken_trees_name_what_is_missing(tree, tmp_path, capsys):
     def copy(name):
         return Path(shutil.copytree(tree, tmp_path / name, ignore=shutil.ignore_patterns("frames")))
@@ -152,22 +145,22 @@ def test_broken_trees_name_what_is_missing(tree, tmp_path, capsys):
     raw = copy("a")
     (raw / SINGLE / "set_3" / "test.txt").unlink()
     shutil.rmtree(raw / "data" / "clips")
-    _fails(capsys, raw, tmp_path / "oa", "missing data/clips", f"{SINGLE}/set_3/test.txt", "mafw-database.github.io")
+    assert_refused(capsys, prepare, raw, tmp_path / "oa", "missing data/clips", f"{SINGLE}/set_3/test.txt", "mafw-database.github.io")
 
     raw = copy("b")
     victim = sorted(ORIGINAL)[3]
     (raw / "data" / "clips" / f"{victim}.mp4").unlink()
-    _fails(capsys, raw, tmp_path / "ob", f"missing data/clips/{victim}.mp4")
+    assert_refused(capsys, prepare, raw, tmp_path / "ob", f"missing data/clips/{victim}.mp4")
 
     raw = copy("c")  # a train list that is not the other sets' test clips
     train = raw / SINGLE / "set_4" / "train.txt"
     train.write_text("".join(train.read_text().splitlines(keepends=True)[1:]))
-    _fails(capsys, raw, tmp_path / "oc", "set_4/train.txt", "lacks")
+    assert_refused(capsys, prepare, raw, tmp_path / "oc", "set_4/train.txt", "lacks")
 
     raw = copy("d")
     test = raw / SINGLE / "set_1" / "test.txt"
     test.write_text(test.read_text() + "09999.mp4 joy\n")
-    _fails(capsys, raw, tmp_path / "od", "set_1/test.txt", "unknown emotion 'joy'")
+    assert_refused(capsys, prepare, raw, tmp_path / "od", "set_1/test.txt", "unknown emotion 'joy'")
 
     assert main(["prepare", "mafw", str(copy("e")), str(tmp_path / "oe"), "--video", "frames"]) == 2
     assert "missing data/frames" in capsys.readouterr().err and not (tmp_path / "oe").exists()

@@ -15,6 +15,7 @@ from hicmae.data.manifest import read_manifest
 from hicmae.data.media import load_audio
 from hicmae.data.media_writer import tone, write_mp4, write_wav
 from hicmae.data.prepare import ravdess
+from prepare_helpers import assert_refused
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "prepare" / "ravdess" / "original_folds.txt"
 
@@ -106,27 +107,19 @@ def test_full_av_pairing_uses_the_01_takes_with_their_own_sound(tmp_path, media)
     assert load_audio(rows[0].video).shape[0] > 0  # the full-AV file's own track
 
 
-def _fails(capsys, raw: Path, out: Path, *expected: str) -> None:
-    assert prepare(raw, out) == 2
-    err = capsys.readouterr().err
-    for text in expected:
-        assert text in err, err
-    assert not out.exists() or not any(out.iterdir())
-
-
 def test_missing_parts_are_named(tmp_path, media, capsys):
     raw = make_tree(tmp_path / "a", media)
     shutil.rmtree(raw / "Video_Speech" / "Actor_07")
     (raw / "Audio_Speech_Actors_01-24" / "Actor_12" / "03-01-05-02-01-02-12.wav").unlink()
-    _fails(capsys, raw, tmp_path / "out_a", "all video files of Actor_07 (Video_Speech_Actor_07.zip)",
+    assert_refused(capsys, prepare, raw, tmp_path / "out_a", "all video files of Actor_07 (Video_Speech_Actor_07.zip)",
            "Actor_12/03-01-05-02-01-02-12.wav", "zenodo.org/record/1188976")
 
     raw = make_tree(tmp_path / "b", media)
     shutil.rmtree(raw / "Audio_Speech_Actors_01-24")
-    _fails(capsys, raw, tmp_path / "out_b", "Audio_Speech_Actors_01-24.zip", "Actor_24")
+    assert_refused(capsys, prepare, raw, tmp_path / "out_b", "Audio_Speech_Actors_01-24.zip", "Actor_24")
 
     raw = make_tree(tmp_path / "c", media)
     twin = raw / "copy" / "Actor_03"
     twin.mkdir(parents=True)
     shutil.copy(media["02"], twin / "02-01-01-01-01-01-03.mp4")
-    _fails(capsys, raw, tmp_path / "out_c", "second copy", "02-01-01-01-01-01-03.mp4")
+    assert_refused(capsys, prepare, raw, tmp_path / "out_c", "second copy", "02-01-01-01-01-01-03.mp4")

@@ -183,9 +183,9 @@ def test_shards_can_be_read_through_a_pipe_command(demo, tmp_path):
 
 
 def test_device_augmentation_draws_what_the_cpu_path_draws_and_differs_by_interpolation_only(demo, tmp_path):
-    """Deferred samples finished by DeviceAugment (here on the CPU): masks, labels and audio equal the CPU
-    path's; video pixels differ by at most about one grey level (bilinear on float vs PIL on uint8, and
-    another JPEG decoder)."""
+    """Deferred samples finished by DeviceAugment (here on the CPU): masks and labels equal the CPU path's, the
+    audio to float rounding (one batched fbank); video pixels differ by at most about one grey level (bilinear
+    on float vs PIL on uint8)."""
     from hicmae.data.device_augment import DeviceAugment, collate_deferred, defer_pretrain_sample
 
     out = _shard(demo / "pretrain.csv", tmp_path / "s", "--size", 32, "--clips-per-shard", 8)
@@ -199,14 +199,31 @@ def test_device_augmentation_draws_what_the_cpu_path_draws_and_differs_by_interp
         deferred.append(defer_pretrain_sample(ds.maker, index, r, seed=1000 + index))
         expected.append(ds.maker.make(index, r.clip(), 0, r.meta["frames"], r.audio(), 1000 + index))
     batch = DeviceAugment(config.img_size, config.num_frames, config.audio_size)(collate_deferred(deferred))
-    for key in ("video_mask", "audio_mask", "label", "audio"):
+    for key in ("video_mask", "audio_mask", "label"):
         assert torch.equal(batch[key], torch.stack([e[key] for e in expected])), key
+    # The batched fbank: the per-clip Kaldi fbank up to float rounding.
+    torch.testing.assert_close(batch["audio"], torch.stack([e["audio"] for e in expected]), rtol=0, atol=1e-5)
     video = torch.stack([e["video"] for e in expected])
     assert batch["video"].shape == video.shape
     grey_level = 1 / 255 / min(0.229, 0.224, 0.225)  # one uint8 step in normalised units
     assert (batch["video"] - video).abs().max() <= 2 * grey_level
     assert (batch["video"] - video).abs().mean() <= 0.5 * grey_level
 
+
+
+def test_the_batched_fbank_is_the_kaldi_fbank_of_every_clip_up_to_rounding():
+    from hicmae.data.audio import batched_fbank, fbank
+
+    g = torch.Generator().manual_seed(0)
+    lengths = [40960, 41003, 2000, 300]  # a typical segment, an odd length, a short one, one under a window
+    waves = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        waves[i, :n] = 0.1 * torch.randn(n, generator=g)
+    feats = batched_fbank(waves, lengths)
+    for i, n in enumerate(lengths):
+        own = fbank(waves[i, :n])
+        torch.testing.assert_close(feats[i, :len(own)], own, rtol=0, atol=1e-5)
+        assert not feats[i, len(own):].any()  # frames beyond its own are zeros, as pad_or_cut pads
 
 
 def test_pretraining_on_jpeg_shards_with_device_augmentation_trains_through_the_data_module(demo, tmp_path):

@@ -22,6 +22,36 @@ def fbank(wave: torch.Tensor, num_mel_bins: int = 128, sample_rate: int = 16000)
                        window_type="hanning", num_mel_bins=num_mel_bins, dither=0.0, frame_shift=10)
 
 
+def batched_fbank(waves: torch.Tensor, lengths: torch.Tensor | list[int], num_mel_bins: int = 128,
+                  sample_rate: int = 16000) -> torch.Tensor:
+    """:func:`fbank` of a batch of waveforms at once, on their device: ``waves`` (B, N) zero-padded, ``lengths``
+    the true sample counts. Returns (B, frames of the longest, num_mel_bins), each row's frames beyond its own
+    count set to 0 (as :func:`pad_or_cut` pads). The same steps as Kaldi's (torchaudio's ``kaldi.fbank`` with the
+    options :func:`fbank` uses), framed for the whole batch: equal to per-clip :func:`fbank` up to float
+    rounding (tested), in a handful of kernels instead of a dozen per clip."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    lengths = torch.as_tensor(lengths).tolist() if torch.is_tensor(lengths) else list(lengths)
+    size, shift, padded = 400, 160, 512  # 25 ms windows every 10 ms at 16 kHz; FFT size the next power of two
+    longest = max(max(lengths), MIN_SAMPLES)
+    if waves.shape[1] < longest:
+        waves = torch.nn.functional.pad(waves, (0, longest - waves.shape[1]))
+    frames = waves[:, :longest].float().unfold(1, size, shift)  # (B, m, 400), snip_edges
+    frames = frames - frames.mean(dim=2, keepdim=True)  # remove_dc_offset
+    previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=2)  # replicate-padded shift, per frame
+    frames = frames - 0.97 * previous  # preemphasis
+    frames = frames * torch.hann_window(size, periodic=False, device=frames.device, dtype=frames.dtype)
+    frames = torch.nn.functional.pad(frames, (0, padded - size))
+    eps = torch.tensor(torch.finfo(torch.float).eps, device=frames.device, dtype=frames.dtype)
+    power = torch.max(torch.fft.rfft(frames).abs(), eps).pow(2.0)
+    banks, _ = kaldi.get_mel_banks(num_mel_bins, padded, float(sample_rate), 20.0, 0.0, 100.0, -500.0, 1.0)
+    banks = torch.nn.functional.pad(banks.to(frames.device, frames.dtype), (0, 1))
+    feats = torch.max(power @ banks.T, eps).log()
+    counts = torch.tensor([1 + (max(n, MIN_SAMPLES) - size) // shift for n in lengths], device=feats.device)
+    valid = torch.arange(feats.shape[1], device=feats.device)[None, :] < counts[:, None]
+    return feats * valid[..., None]
+
+
 def pad_or_cut(feats: torch.Tensor, target_frames: int) -> torch.Tensor:
     """Zero-pad at the end, or cut, to ``target_frames`` rows (padding happens before normalisation)."""
     n = feats.shape[0]

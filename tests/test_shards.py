@@ -271,3 +271,25 @@ def test_fine_tuning_reads_shards_and_leaves_out_the_test_fold(demo, tmp_path):
     trainer.fit(FinetuneModule("tiny", TINY, num_classes=3, base_lr=0.1, warmup_epochs=0), datamodule=dm)
     folds = [row.fold for row in dm.train_dataset.maker.manifest.rows]
     assert 1 not in folds and len(seen) == len(folds) // 2 * 2 and len(set(seen)) == len(seen)
+
+
+def test_a_clip_that_fails_at_training_time_is_replaced_by_the_next_under_skip_and_stops_the_run_under_raise(
+        demo, tmp_path):
+    from hicmae.data.media_writer import tone, write_wav
+
+    write_wav(tmp_path / "short.wav", tone(0.05))  # 800 samples: the original's short-audio rule rejects it
+    lines = (demo / "pretrain.csv").read_text().splitlines()
+    first = lines[1].split(",")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join([lines[0], *lines[1:4], f"{first[0]},{tmp_path}/short.wav,{first[2]}"]) + "\n")
+    out = _shard(manifest, tmp_path / "s", "--root", demo, "--size", 32, "--clips-per-shard", 5)
+    config = tiny_config()
+    skip = ShardDataset(out, lambda m: PretrainDataset(m, config, sampling_rate=2, on_bad_sample="skip",
+                                                       max_bad_fraction=0.5), batch_size=2, shuffle_buffer=1)
+    rows = [skip.maker.manifest.rows[s["index"]].audio for s in skip]
+    assert len(rows) == 4 and not any(r.endswith("short.wav") for r in rows)
+    assert skip.maker.policy.bad == 1
+    strict = ShardDataset(out, lambda m: PretrainDataset(m, config, sampling_rate=2, on_bad_sample="raise"),
+                          batch_size=2, shuffle_buffer=1)
+    with pytest.raises(DataError, match="short.wav"):
+        list(strict)

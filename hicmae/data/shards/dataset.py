@@ -187,7 +187,7 @@ class ShardDataset(IterableDataset):
             skip = batches_done_by(worker, workers, self._start_batches.value) * self.batch_size
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
         records = self._shuffled(self._stream(mine, rank_shards), rng)
-        made = 0
+        made = bad_in_a_row = 0
         for record, source in records:
             if made >= quota:
                 break
@@ -195,9 +195,14 @@ class ShardDataset(IterableDataset):
                 made += 1
                 continue
             sample = self._make(record, epoch, source)
-            if sample is not None:
-                made += 1
-                yield sample
+            if sample is None:  # a bad clip, counted by the policy: the next record takes its place
+                bad_in_a_row += 1
+                if bad_in_a_row >= self.maker.policy.max_retries:
+                    raise DataError(self.location, f"{bad_in_a_row} bad clips in a row in the shards; see the "
+                                                   "warnings above")
+                continue
+            made, bad_in_a_row = made + 1, 0
+            yield sample
         if made < quota:
             raise DataError(self.location, f"worker {worker} of process {self.rank} ran out of clips after {made} of "
                                            f"{quota}; are the shards complete?")

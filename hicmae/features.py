@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hicmae.atomic import atomic_path
 from hicmae.errors import ConfigError, DataError
 from hicmae.progress import progress_bar
 
@@ -284,12 +285,8 @@ def _write_parquet(out: Path, ids: list[dict], results: dict[str, np.ndarray], i
                                                         mask=pa.array(failed) if failed.any() else None)
     schema_table = pa.table(table).replace_schema_metadata({"hicmae": json.dumps(info)})
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.parquet")
-    try:
+    with atomic_path(out) as tmp:
         pq.write_table(schema_table, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -298,24 +295,15 @@ def _write_npy(out: Path, ids: list[dict], results: dict[str, np.ndarray]) -> li
     paths = []
     for name, array in results.items():
         path = out if len(results) == 1 else out.with_name(f"{out.stem}.{name}.npy")
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-        try:
+        with atomic_path(path) as tmp:
             np.save(tmp, array)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         paths.append(path)
     index = out.with_suffix(".csv")
-    tmp = index.with_name(f".{index.stem}.{os.getpid()}.tmp.csv")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["row", "line", "video", "audio", "start", "end", "error"])
-            writer.writeheader()
-            for r in ids:
-                writer.writerow({k: "" if v is None else v for k, v in r.items()})
-        os.replace(tmp, index)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(index) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["row", "line", "video", "audio", "start", "end", "error"])
+        writer.writeheader()
+        for r in ids:
+            writer.writerow({k: "" if v is None else v for k, v in r.items()})
     return [*paths, index]
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hicmae.atomic import atomic_path
 from hicmae.errors import ConfigError, DataError
 from hicmae.inference import BufferClip
 from hicmae.progress import progress_bar
@@ -276,9 +277,8 @@ def write_timeline(timeline: Timeline, out_dir: str | os.PathLike) -> dict[str, 
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """A reader (or a browser refreshing the page) never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def csv_text(timeline: Timeline) -> str:

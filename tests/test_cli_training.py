@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from hicmae.training.cli import FinetuneCLI, PretrainCLI
 from training_helpers import cli_config, make_tiny_demo

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from hicmae.cli import main
 from hicmae.data.demo import make_demo_data

@@ -31,7 +31,7 @@ def batched_fbank(waves: torch.Tensor, lengths: torch.Tensor | list[int], num_me
     rounding (tested), in a handful of kernels instead of a dozen per clip."""
     import torchaudio.compliance.kaldi as kaldi
 
-    lengths = torch.as_tensor(lengths).tolist() if torch.is_tensor(lengths) else list(lengths)
+    lengths = lengths.tolist() if torch.is_tensor(lengths) else list(lengths)
     size, shift, padded = 400, 160, 512  # 25 ms windows every 10 ms at 16 kHz; FFT size the next power of two
     longest = max(max(lengths), MIN_SAMPLES)
     if waves.shape[1] < longest:

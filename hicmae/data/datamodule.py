@@ -132,13 +132,16 @@ class HiCMAEDataModule(pl.LightningDataModule):
                               "or run every fold with `hicmae kfold`")
 
     def _dataset(self, path, mode):
+        return self._make_dataset(self._manifest(path, mode), mode, voxceleb2_crop=self.hparams.voxceleb2_crop)
+
+    def _make_dataset(self, manifest, mode: str, voxceleb2_crop: bool = False):
+        """The PretrainDataset or FinetuneDataset (``mode``) of ``manifest`` under this module's settings."""
         h = self.hparams
         # Under DDP no single process sees every bad draw: check_bad_samples() enforces the limit on the sum.
         common = dict(sampling_rate=h.sampling_rate, folder_fps=h.folder_fps, on_bad_sample=self.on_bad_sample,
                       max_bad_fraction=h.max_bad_fraction, enforce_bad_limit=process_group()[0] == 1, seed=h.seed)
-        manifest = self._manifest(path, mode)
         if h.task == "pretrain":
-            return PretrainDataset(manifest, self.model_config, voxceleb2_crop=h.voxceleb2_crop,
+            return PretrainDataset(manifest, self.model_config, voxceleb2_crop=voxceleb2_crop,
                                    gain_augment=h.gain_augment, class_names=self.class_names, **common)
         return FinetuneDataset(manifest, self.model_config, task=h.task, mode=mode, class_names=self.class_names,
                                rand_augment=h.rand_augment, rrc_scale=h.rrc_scale, rrc_ratio=h.rrc_ratio,
@@ -147,21 +150,12 @@ class HiCMAEDataModule(pl.LightningDataModule):
                                test_num_segment=h.test_num_segment, test_num_crop=h.test_num_crop, **common)
 
     def _shard_dataset(self):
-        """The training set streamed from ``train_shards`` (see :mod:`hicmae.data.shards`)."""
+        """The training set streamed from ``train_shards`` (see :mod:`hicmae.data.shards`); the shards hold the
+        VoxCeleb2 crop already where it was asked for."""
         from hicmae.data.shards.dataset import ShardDataset
 
         h = self.hparams
-        common = dict(sampling_rate=h.sampling_rate, folder_fps=h.folder_fps, on_bad_sample=self.on_bad_sample,
-                      max_bad_fraction=h.max_bad_fraction, enforce_bad_limit=process_group()[0] == 1, seed=h.seed)
-        if h.task == "pretrain":
-            maker = lambda m: PretrainDataset(m, self.model_config, gain_augment=h.gain_augment,  # noqa: E731
-                                              class_names=self.class_names, **common)
-        else:
-            maker = lambda m: FinetuneDataset(m, self.model_config, task=h.task, mode="train",  # noqa: E731
-                                              class_names=self.class_names, rand_augment=h.rand_augment,
-                                              rrc_scale=h.rrc_scale, rrc_ratio=h.rrc_ratio, flip_prob=h.flip_prob,
-                                              erase_prob=h.erase_prob, gain_augment=h.gain_augment, freqm=h.freqm,
-                                              timem=h.timem, **common)
+        maker = lambda m: self._make_dataset(m, "train")  # noqa: E731
         dataset = ShardDataset(h.train_shards, maker, batch_size=h.batch_size, seed=h.seed,
                                shuffle_buffer=h.shuffle_buffer, exclude_folds=None if h.fold is None else [h.fold])
         made = dataset.settings

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-import torch
 from timm.data.mixup import Mixup, mixup_target
 
 from hicmae.data.transforms import seeded_globals

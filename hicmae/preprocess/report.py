@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from hicmae.preprocess.inputs import Inputs
-from hicmae.preprocess.writer import atomic_file
+from hicmae.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def write_outputs(out_dir: Path, inputs: Inputs, records: dict[str, dict], setti
     rows = [(row, inputs.jobs[k]) for row, k in inputs.rows]
     extra = [c for c in ("start", "end", "fold") if any(getattr(r, c) is not None for r, _ in rows)]
     kept = 0
-    with atomic_file(out_dir / "manifest.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(out_dir / "manifest.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["video", "audio", *inputs.label_columns, *extra])
         for row, job in rows:
@@ -103,7 +103,7 @@ def write_outputs(out_dir: Path, inputs: Inputs, records: dict[str, dict], setti
             w.writerow([_relative(out_dir, record["video_out"]), _relative(out_dir, record["audio_out"]), *labels,
                         *("" if getattr(row, c) is None else getattr(row, c) for c in extra)])
     failed = [records[j.key] for j in inputs.jobs if records[j.key]["status"] != "ok"]
-    with atomic_file(out_dir / "failures.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(out_dir / "failures.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["video", "audio", "kind", "reason"])
         w.writerows([r["video"], r["audio"] or "", r["kind"], r["reason"]] for r in failed)
@@ -115,6 +115,6 @@ def write_outputs(out_dir: Path, inputs: Inputs, records: dict[str, dict], setti
         "clips_with_long_gaps": sum(1 for r in ok if r.get("gaps")),
         "settings": settings,
     }
-    with atomic_file(out_dir / "summary.json") as tmp:  # last: it says the folder is complete
+    with atomic_path(out_dir / "summary.json") as tmp:  # last: it says the folder is complete
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
     return summary

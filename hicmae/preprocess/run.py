@@ -27,7 +27,7 @@ from hicmae.preprocess.audio import NoAudioError, extract_wav
 from hicmae.preprocess.faces import DEFAULT_MARGIN, DEFAULT_SIZE, FaceSettings, NoFaceError
 from hicmae.preprocess.inputs import Inputs, Job, collect
 from hicmae.preprocess.report import RecordLog, outputs_exist, read_records, write_outputs
-from hicmae.preprocess.writer import atomic_file
+from hicmae.atomic import atomic_path, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def process_clip(job: Job, out_dir: Path, settings: PreprocessSettings, threads:
             check_durations(job, settings.max_av_diff)
         W.remove_stale(wav)
         wav.parent.mkdir(parents=True, exist_ok=True)
-        wav_tmp = W.temp_path(wav)
+        wav_tmp = temp_path(wav)
         seconds = extract_wav(job.audio or job.video, wav_tmp)
         record.update(audio_seconds=round(seconds, 4))
         if settings.crop:
@@ -233,7 +233,7 @@ def _pin_settings(out_dir: Path, settings: PreprocessSettings) -> dict:
                               f"{', '.join(changed)}; see its settings.json): choose a new output folder, or "
                               "repeat the first run's options")
         return old
-    with atomic_file(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(current, indent=1) + "\n")
     return current
 

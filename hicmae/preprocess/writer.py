@@ -8,21 +8,16 @@ that clip removes (:func:`remove_stale`), never a truncated output under the fin
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from hicmae.atomic import temp_path
+
 PRESET = "veryfast"  # x264 preset: bench/RESULTS.md, "Face preprocessing" (encoding a 160 px crop is cheap)
-
-
-def temp_path(path: Path) -> Path:
-    """The temporary name of ``path`` for this process; it keeps the suffix, which FFmpeg reads the format from."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
 def remove_stale(path: Path) -> int:
@@ -40,18 +35,6 @@ def commit(tmp: Path, path: Path) -> None:
     if tmp.is_dir() and path.is_dir():
         shutil.rmtree(path)
     os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path to write ``path``'s new content to; renamed over ``path`` when the block succeeds."""
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class Mp4Writer:

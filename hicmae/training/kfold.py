@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from hicmae.training import paper
-from hicmae.training.results import atomic_path, protocol_fields
+from hicmae.atomic import atomic_path
+from hicmae.training.results import protocol_fields
 
 log = logging.getLogger(__name__)
 

@@ -13,29 +13,13 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from hicmae.atomic import atomic_path
+
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields a temporary path beside ``path`` to write to; on success it replaces ``path`` in one step.
-
-    An interrupted run or a concurrent reader never sees a half-written file: ``path`` holds the old content or the new.
-    The temporary name keeps the suffix, so writers that pick the format from it (pandas, matplotlib) work.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_results(out_dir: str | Path, merged: dict, metrics: dict, *, task: str, class_names: list[str] | None,

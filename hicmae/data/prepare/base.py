@@ -119,7 +119,7 @@ class Summary:
 
 def write(builder: Builder, prepared: Prepared, out_dir: Path, options: dict) -> Summary:
     from hicmae import __version__
-    from hicmae.training.results import atomic_path
+    from hicmae.atomic import atomic_path
 
     if not any(prepared.manifests.values()):
         raise DataError(out_dir, f"{builder.title}: no clips to write")

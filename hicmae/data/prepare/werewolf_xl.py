@@ -97,7 +97,7 @@ def build(raw: Path, options: dict) -> Prepared:
     if len(columns) != 4:
         raise DataError(None, "--columns needs 4 names (clip, arousal, valence, dominance), "
                               f"got {options['columns']!r}")
-    require(raw, [VIDEO_DIR, labels_rel], TITLE, SOURCE + f"; a label table named otherwise: --labels")
+    require(raw, [VIDEO_DIR, labels_rel], TITLE, SOURCE + "; a label table named otherwise: --labels")
     labels = read_labels(raw / labels_path, columns)
     videos = index_videos(raw / VIDEO_DIR)
     games = {int(NAME.match(n).group(1)) for n in videos}

@@ -114,6 +114,7 @@ def pack_clip(row_index: int, row, settings: ShardSettings) -> Record:
                 frames = T.voxceleb2_crop(frames, settings.size or 160)
             if settings.size and frames.shape[1:3] != (settings.size, settings.size):
                 frames = T.pil_resize(frames, settings.size)
+            size = frames.shape[1:3]
             encoded, chunk_offsets = encode_frames(frames, settings.encoding, settings.quality)
             offsets += [len(data) + o for o in chunk_offsets[1:]]
             data += encoded
@@ -123,16 +124,10 @@ def pack_clip(row_index: int, row, settings: ShardSettings) -> Record:
     wave = load_audio(audio_path, row.start or 0.0, row.end)
     meta = {"row": row_index, "video": row.video, "audio": row.audio, "labels": list(row.labels), "fold": row.fold,
             "start": row.start, "end": row.end, "frames": count, "timestamps": timestamps.tolist(),
-            "frame_offsets": offsets, "encoding": settings.encoding, "size": list(_frame_size(data, offsets)),
+            "frame_offsets": offsets, "encoding": settings.encoding, "size": list(size),
             "audio_offset": max(round((row.start or 0.0) * SAMPLE_RATE), 0),
             "audio_duration": audio_duration(audio_path), "voxceleb2_crop": settings.voxceleb2_crop}
     return Record(f"{row_index:09d}", meta, bytes(data), pcm_from_wave(wave.numpy()))
-
-
-def _frame_size(data: bytes, offsets: list[int]) -> tuple[int, int]:
-    from hicmae.data.shards.format import decode_image
-
-    return decode_image(memoryview(data)[offsets[0]:offsets[1]]).shape[:2]
 
 
 # ---------------------------------------------------------------------------------------------- the plan
@@ -146,7 +141,7 @@ def make_plan(manifest_path: str, num_rows: int, settings: ShardSettings) -> dic
 
 
 def _load_or_write_plan(out_dir: Path, plan: dict) -> dict:
-    from hicmae.training.results import atomic_path
+    from hicmae.atomic import atomic_path
 
     path = out_dir / "plan.json"
     if path.exists():
@@ -223,7 +218,7 @@ def _results(jobs, settings, workers):
 
 
 def _write_shard(out: Path, k: int, results, bar) -> tuple[int, int]:
-    from hicmae.training.results import atomic_path
+    from hicmae.atomic import atomic_path
 
     tar_path = out / shard_name(k)
     clips, bad = [], []
@@ -249,7 +244,7 @@ def _write_shard(out: Path, k: int, results, bar) -> tuple[int, int]:
 
 
 def write_index(out: Path, plan: dict, label_columns: list[str]) -> None:
-    from hicmae.training.results import atomic_path
+    from hicmae.atomic import atomic_path
 
     sides = [json.loads((out / shard_name(k)).with_suffix(".json").read_text()) for k in range(len(plan["shards"]))]
     shards = [{"name": s["name"], "clips": len(s["clips"]), "frames": sum(c["frames"] for c in s["clips"]),
